@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs what waphone's build and tests need on Debian/Ubuntu, then the Go modules.
+set -eu
+pkgs="libopus-dev pkg-config gcc sip-tester socat"
+missing=""
+for p in $pkgs; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+if ! command -v go >/dev/null 2>&1; then
+	echo "deps: Go is not installed (need Go >= 1.26: https://go.dev/dl/)" >&2
+	exit 1
+fi
+go mod download

@@ -1,0 +1,190 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo"
+	ssip "github.com/emiago/sipgo/sip"
+)
+
+// End reasons, as phone and the call log show them.
+const (
+	EndRemoteBye = "remote-bye" // the WhatsApp user (or Meta) hung up
+	EndLocalBye  = "local-bye"  // we hung up
+	EndCancelled = "cancelled"  // Meta cancelled before we answered
+	EndRejected  = "rejected"   // we declined (busy, no answer)
+	EndFailed    = "failed"     // signaling failed
+)
+
+// dialog is one established (or establishing) call leg. It holds the route
+// set and tags so that our BYE follows RFC 3261 §12.2.1.1, and decides how
+// our in-dialog requests reach Meta.
+type dialog struct {
+	e        *Endpoint
+	callID   string
+	local    ssip.Uri // our address-of-record
+	localTag string
+	remote   ssip.Uri
+	remoteDN string
+	remTag   string
+	target   ssip.Uri   // remote Contact
+	routes   []ssip.Uri // route set, in the order we put them in Route headers
+	cseq     atomic.Uint32
+	// reuse is the peer's connection address when its Via carried ;alias:
+	// in-dialog requests go back over that TLS connection (RFC 5923).
+	reuse string
+	srv   *sipgo.DialogServerSession
+
+	mu       sync.Mutex
+	info     CallInfo
+	localSDP []byte
+	endedBy  string
+	reason   string
+	done     chan struct{}
+	bye      *ssip.Request
+}
+
+func newDialog(e *Endpoint) *dialog {
+	d := &dialog{e: e, done: make(chan struct{})}
+	d.cseq.Store(rand.Uint32N(1 << 20))
+	return d
+}
+
+func (d *dialog) key() string { return d.callID + "|" + d.localTag }
+
+// end marks the call over once; later calls keep the first reason.
+func (d *dialog) end(by, reason string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.endedBy != "" {
+		return false
+	}
+	d.endedBy, d.reason = by, reason
+	close(d.done)
+	d.e.removeDialog(d)
+	return true
+}
+
+func (d *dialog) ended() (by, reason string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.endedBy, d.reason
+}
+
+func (d *dialog) remoteBye(req *ssip.Request) {
+	d.mu.Lock()
+	d.info.merge(req)
+	d.bye = req
+	d.mu.Unlock()
+	reason := ""
+	if h := req.GetHeader("Reason"); h != nil {
+		reason = h.Value()
+	}
+	if d.end(EndRemoteBye, reason) {
+		d.e.log.Info("call ended by remote BYE", "call", d.infoCopy(), "reason", reason)
+	}
+}
+
+func (d *dialog) infoCopy() CallInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.info
+}
+
+// newRequest builds an in-dialog request from our side.
+func (d *dialog) newRequest(method ssip.RequestMethod) *ssip.Request {
+	req := ssip.NewRequest(method, *d.target.Clone())
+	req.SetTransport("TLS")
+	req.AppendHeader(d.e.newVia())
+	mf := ssip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	for _, r := range d.routes {
+		req.AppendHeader(&ssip.RouteHeader{Address: *r.Clone()})
+	}
+	from := &ssip.FromHeader{Address: *d.local.Clone(), Params: ssip.NewParams()}
+	from.Params.Add("tag", d.localTag)
+	to := &ssip.ToHeader{DisplayName: d.remoteDN, Address: *d.remote.Clone(), Params: ssip.NewParams()}
+	to.Params.Add("tag", d.remTag)
+	req.AppendHeader(from)
+	req.AppendHeader(to)
+	cid := ssip.CallIDHeader(d.callID)
+	req.AppendHeader(&cid)
+	req.AppendHeader(&ssip.CSeqHeader{SeqNo: d.cseq.Add(1), MethodName: method})
+	ct := d.e.contact()
+	req.AppendHeader(&ct)
+	req.AppendHeader(ssip.NewHeader("User-Agent", d.e.cfg.UserAgent))
+	req.SetBody(nil)
+	return req
+}
+
+// nextHop is where an in-dialog request goes: the top route (loose
+// routing), else the remote target.
+func (d *dialog) nextHop() string {
+	if len(d.routes) > 0 {
+		return d.e.destination(d.routes[0])
+	}
+	return d.e.destination(d.target)
+}
+
+// send runs one in-dialog transaction and waits for its final response.
+// It tries the peer's own connection first when it offered one (;alias),
+// then the route set, so a BYE still leaves if Meta closed that connection.
+func (d *dialog) send(ctx context.Context, build func() *ssip.Request) (*ssip.Response, error) {
+	hops := []string{d.nextHop()}
+	if d.reuse != "" {
+		hops = []string{d.reuse, d.nextHop()}
+	}
+	var lastErr error
+	for _, hop := range hops {
+		req := build()
+		req.SetDestination(hop)
+		res, err := d.e.cli.Do(ctx, req, noBuild)
+		if err == nil {
+			return res, nil
+		}
+		lastErr = fmt.Errorf("%s to %s: %w", req.Method, hop, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+// hangup sends BYE with a Q.850 reason, as Meta's own BYEs carry one.
+func (d *dialog) hangup(ctx context.Context) error {
+	if by, _ := d.ended(); by != "" {
+		return nil
+	}
+	res, err := d.send(ctx, func() *ssip.Request {
+		r := d.newRequest(ssip.BYE)
+		r.AppendHeader(ssip.NewHeader("Reason", `Q.850;cause=16;text="NORMAL_CLEARING"`))
+		return r
+	})
+	d.end(EndLocalBye, "")
+	if err != nil {
+		return fmt.Errorf("sending BYE: %w", err)
+	}
+	if res.StatusCode >= 300 && res.StatusCode != 481 {
+		return fmt.Errorf("BYE answered %d %s", res.StatusCode, res.Reason)
+	}
+	return nil
+}
+
+// Call is what both directions share once a dialog exists.
+type Call struct{ d *dialog }
+
+// Info returns Meta's call info as known so far (BYE adds the duration).
+func (c *Call) Info() CallInfo { return c.d.infoCopy() }
+
+// Done is closed when the call has ended, by either side.
+func (c *Call) Done() <-chan struct{} { return c.d.done }
+
+// Ended says who ended the call and the Reason header, if any.
+func (c *Call) Ended() (by, reason string) { return c.d.ended() }
+
+// Hangup sends BYE (or does nothing if the call already ended).
+func (c *Call) Hangup(ctx context.Context) error { return c.d.hangup(ctx) }

@@ -1,0 +1,317 @@
+// Package sip is waphone's signaling: a SIP-over-TLS server and client for
+// Meta's WhatsApp gateway, built on sipgo's transport and transaction
+// layers. It challenges Meta's INVITEs with digest auth, answers Meta's
+// challenges, keeps dialogs and route sets, and turns Meta's x-wa-meta-*
+// headers into a CallInfo. SDP passes through as opaque bytes.
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	ssip "github.com/emiago/sipgo/sip"
+)
+
+// Allow is what we tell peers we handle. No UPDATE, no session timer:
+// Meta is reported to reject re-INVITEs, so we never need them.
+const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+
+// Config holds what signaling needs; cmd fills it from the TOML config.
+type Config struct {
+	Hostname string // our SIP host: realm of our 407, From host on our INVITEs, name on our certificate
+	Number   string // business number in E.164 with '+'
+	// Password returns Meta's SIP password. It is called on every use so a
+	// rotated password file is picked up without a restart.
+	Password func() (string, error)
+	// Gateway is Meta's SIP host[:port] ("wa.meta.vc").
+	Gateway string
+	// GatewayAddr, when set, is the host:port actually dialled whenever a
+	// request targets the gateway host (like curl --resolve). Tests and the
+	// demo point it at metasim on loopback; TLS still verifies Gateway's name.
+	GatewayAddr  string
+	GatewayRoots *x509.CertPool // nil = system roots
+	// ContactPort is the port we advertise in Contact (our listener's port).
+	ContactPort int
+	Allow       []netip.Prefix // empty = everyone may connect
+	MaxConns    int            // concurrent TLS connections; 0 = 64
+	NonceTTL    time.Duration  // 0 = 60 s
+	UserAgent   string
+	Logger      *slog.Logger
+}
+
+// Handler receives calls that passed authentication. It runs on the
+// INVITE's goroutine and must return quickly; it answers or rejects the
+// call later through the InboundCall's methods.
+type Handler interface {
+	IncomingCall(c *InboundCall)
+}
+
+// Endpoint is one SIP identity: the listener for Meta's INVITEs and the
+// client for ours.
+type Endpoint struct {
+	cfg      Config
+	digits   string
+	gwHost   string
+	gwPort   int
+	log      *slog.Logger
+	h        Handler
+	ua       *sipgo.UserAgent
+	srv      *sipgo.Server
+	cli      *sipgo.Client
+	dua      *sipgo.DialogUA
+	nonces   *nonceStore
+	throttle *failThrottle
+
+	mu      sync.Mutex
+	dialogs map[string]*dialog
+	guards  []*guardListener
+}
+
+// New builds an endpoint. Close it to release sipgo's transports.
+func New(cfg Config, h Handler) (*Endpoint, error) {
+	if cfg.Hostname == "" || cfg.Number == "" || cfg.Password == nil {
+		return nil, errors.New("sip: hostname, number and password are required")
+	}
+	if cfg.Gateway == "" {
+		cfg.Gateway = "wa.meta.vc"
+	}
+	if cfg.ContactPort == 0 {
+		cfg.ContactPort = 5061
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 64
+	}
+	if cfg.NonceTTL == 0 {
+		cfg.NonceTTL = 60 * time.Second
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "waphone"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	gwHost, gwPort, err := splitHostPortDefault(cfg.Gateway, 5061)
+	if err != nil {
+		return nil, fmt.Errorf("sip.gateway %q: %w", cfg.Gateway, err)
+	}
+	e := &Endpoint{
+		cfg: cfg, digits: strings.TrimPrefix(cfg.Number, "+"), gwHost: gwHost, gwPort: gwPort,
+		log: cfg.Logger, h: h,
+		nonces:   newNonceStore(cfg.NonceTTL, 1024),
+		throttle: newFailThrottle(5, time.Minute),
+		dialogs:  make(map[string]*dialog),
+	}
+	// Outbound TLS verifies the gateway's name whatever address we dial:
+	// sipgo would otherwise verify against the IP of GatewayAddr.
+	clientTLS := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.GatewayRoots, ServerName: gwHost}
+	e.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent(cfg.UserAgent),
+		sipgo.WithUserAgentHostname(cfg.Hostname),
+		sipgo.WithUserAgenTLSConfig(clientTLS),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sip: user agent: %w", err)
+	}
+	e.srv, err = sipgo.NewServer(e.ua, sipgo.WithServerLogger(cfg.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("sip: server: %w", err)
+	}
+	e.cli, err = sipgo.NewClient(e.ua, sipgo.WithClientHostname(cfg.Hostname), sipgo.WithClientLogger(cfg.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("sip: client: %w", err)
+	}
+	e.dua = &sipgo.DialogUA{Client: e.cli, ContactHDR: e.contact()}
+	e.srv.OnInvite(e.onInvite)
+	e.srv.OnAck(e.onAck)
+	e.srv.OnBye(e.onBye)
+	e.srv.OnOptions(e.onOptions)
+	e.srv.OnCancel(func(req *ssip.Request, tx ssip.ServerTransaction) {
+		// sipgo's transaction layer answers a matching CANCEL itself; one
+		// that reaches here matched no INVITE.
+		e.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+	})
+	e.srv.OnNoRoute(func(req *ssip.Request, tx ssip.ServerTransaction) {
+		res := ssip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
+		res.AppendHeader(ssip.NewHeader("Allow", allowMethods))
+		_ = tx.Respond(res)
+	})
+	return e, nil
+}
+
+func splitHostPortDefault(s string, def int) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			return strings.Trim(s, "[]"), def, nil
+		}
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", portStr)
+	}
+	return host, port, nil
+}
+
+// Serve accepts SIP over TLS on ln until ctx ends. The allow-list and
+// connection cap run before the TLS handshake.
+func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config) error {
+	g := newGuardListener(ln, e.cfg.Allow, e.cfg.MaxConns, e.log)
+	e.mu.Lock()
+	e.guards = append(e.guards, g)
+	e.mu.Unlock()
+	tl := tls.NewListener(g, tlsConf)
+	go func() {
+		<-ctx.Done()
+		_ = ln.Close()
+	}()
+	err := e.srv.ServeTLS(tl)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("sip: serving %s: %w", ln.Addr(), err)
+}
+
+// Refused reports connections dropped by the allow-list and by the cap.
+func (e *Endpoint) Refused() (notAllowed, overLimit uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, g := range e.guards {
+		notAllowed += g.refused.Load()
+		overLimit += g.overflow.Load()
+	}
+	return notAllowed, overLimit
+}
+
+// Close ends all transports. Calls still up are not hung up: the caller
+// (phone) does that first.
+func (e *Endpoint) Close() error {
+	return e.ua.Close()
+}
+
+func (e *Endpoint) contact() ssip.ContactHeader {
+	return ssip.ContactHeader{Address: ssip.Uri{
+		Scheme: "sip", User: e.cfg.Number, Host: e.cfg.Hostname, Port: e.cfg.ContactPort,
+		UriParams: ssip.HeaderParams{{K: "transport", V: "tls"}},
+	}}
+}
+
+func (e *Endpoint) respond(req *ssip.Request, tx ssip.ServerTransaction, code int, reason string, hdrs ...ssip.Header) {
+	res := ssip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	if err := tx.Respond(res); err != nil {
+		e.log.Debug("sip: respond failed", "code", code, "err", err)
+	}
+}
+
+// destination maps a URI to the host:port we dial, applying GatewayAddr for
+// the gateway's name.
+func (e *Endpoint) destination(u ssip.Uri) string {
+	port := u.Port
+	if port == 0 {
+		port = 5061
+	}
+	if e.cfg.GatewayAddr != "" && strings.EqualFold(u.Host, e.gwHost) {
+		return e.cfg.GatewayAddr
+	}
+	return net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port))
+}
+
+func (e *Endpoint) newVia() *ssip.ViaHeader {
+	v := &ssip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "TLS", Params: ssip.NewParams()}
+	v.Params.Add("branch", ssip.GenerateBranchN(16))
+	v.Params.Add("rport", "")
+	// alias (RFC 5923): Meta may send its in-dialog requests back over our connection.
+	v.Params.Add("alias", "")
+	return v
+}
+
+// noBuild tells sipgo the request is complete; it must not add headers.
+func noBuild(*sipgo.Client, *ssip.Request) error { return nil }
+
+func (e *Endpoint) addDialog(d *dialog) {
+	e.mu.Lock()
+	e.dialogs[d.key()] = d
+	e.mu.Unlock()
+}
+
+func (e *Endpoint) removeDialog(d *dialog) {
+	e.mu.Lock()
+	if e.dialogs[d.key()] == d {
+		delete(e.dialogs, d.key())
+	}
+	e.mu.Unlock()
+}
+
+// findDialog matches an in-dialog request from the peer: our tag is in To.
+func (e *Endpoint) findDialog(req *ssip.Request) *dialog {
+	cid, to := req.CallID(), req.To()
+	if cid == nil || to == nil {
+		return nil
+	}
+	tag, _ := to.Params.Get("tag")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dialogs[cid.Value()+"|"+tag]
+}
+
+// ActiveDialogs is the number of dialogs being tracked (for status and leak tests).
+func (e *Endpoint) ActiveDialogs() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.dialogs)
+}
+
+func (e *Endpoint) onOptions(req *ssip.Request, tx ssip.ServerTransaction) {
+	e.respond(req, tx, 200, "OK",
+		ssip.NewHeader("Allow", allowMethods),
+		ssip.NewHeader("Accept", "application/sdp"))
+}
+
+func (e *Endpoint) onAck(req *ssip.Request, tx ssip.ServerTransaction) {
+	if d := e.findDialog(req); d != nil && d.srv != nil {
+		if err := d.srv.ReadAck(req, tx); err != nil {
+			e.log.Debug("sip: ACK not for the current INVITE", "err", err)
+		}
+	}
+}
+
+func (e *Endpoint) onBye(req *ssip.Request, tx ssip.ServerTransaction) {
+	d := e.findDialog(req)
+	if d == nil {
+		e.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	e.respond(req, tx, 200, "OK")
+	d.remoteBye(req)
+}
+
+// requireHeaders reports what makes a request unusable, for a 400.
+func requireHeaders(req *ssip.Request) string {
+	switch {
+	case req.From() == nil:
+		return "Missing From"
+	case req.To() == nil:
+		return "Missing To"
+	case req.CallID() == nil:
+		return "Missing Call-ID"
+	case req.CSeq() == nil:
+		return "Missing CSeq"
+	case req.Via() == nil:
+		return "Missing Via"
+	}
+	return ""
+}

@@ -1,0 +1,249 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+
+	ssip "github.com/emiago/sipgo/sip"
+)
+
+// InboundCall is a call Meta offers us (user-initiated). The handler rings,
+// then answers or rejects it; CANCEL from Meta ends it early.
+type InboundCall struct {
+	Call
+	req      *ssip.Request
+	answered chan struct{} // closed once a final response went out (or the call ended)
+	once     sync.Once
+	finalMu  sync.Mutex
+	final    bool
+}
+
+// Offer is Meta's SDP offer, untouched.
+func (c *InboundCall) Offer() []byte { return c.req.Body() }
+
+// Ringing sends 180.
+func (c *InboundCall) Ringing() error {
+	if err := c.d.srv.Respond(180, "Ringing", nil, c.d.e.commonHeaders()...); err != nil {
+		return fmt.Errorf("sending 180: %w", err)
+	}
+	return nil
+}
+
+func (c *InboundCall) claimFinal() error {
+	c.finalMu.Lock()
+	defer c.finalMu.Unlock()
+	if c.final {
+		return errors.New("call already answered or rejected")
+	}
+	if by, _ := c.d.ended(); by != "" {
+		return fmt.Errorf("call already ended (%s)", by)
+	}
+	c.final = true
+	return nil
+}
+
+// Answer sends 200 OK with our SDP answer and waits for Meta's ACK.
+func (c *InboundCall) Answer(ctx context.Context, sdp []byte) error {
+	if err := c.claimFinal(); err != nil {
+		return err
+	}
+	defer c.once.Do(func() { close(c.answered) })
+	c.d.mu.Lock()
+	c.d.localSDP = sdp
+	c.d.mu.Unlock()
+	res := ssip.NewSDPResponseFromRequest(c.d.srv.InviteRequest, sdp)
+	for _, h := range c.d.e.commonHeaders() {
+		res.AppendHeader(h)
+	}
+	ct := c.d.e.contact()
+	res.AppendHeader(&ct)
+	errc := make(chan error, 1)
+	go func() { errc <- c.d.srv.WriteResponse(res) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			c.d.end(EndFailed, err.Error())
+			return fmt.Errorf("sending 200 OK: %w", err)
+		}
+		return nil
+	case <-c.d.done:
+		by, _ := c.d.ended()
+		return fmt.Errorf("call ended before ACK (%s)", by)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Reject declines the call with a final status (486 busy, 480 no answer, 603 declined).
+func (c *InboundCall) Reject(code int, reason string) error {
+	if err := c.claimFinal(); err != nil {
+		return err
+	}
+	defer c.once.Do(func() { close(c.answered) })
+	err := c.d.srv.Respond(code, reason, nil, c.d.e.commonHeaders()...)
+	c.d.end(EndRejected, fmt.Sprintf("%d %s", code, reason))
+	if err != nil {
+		return fmt.Errorf("sending %d: %w", code, err)
+	}
+	return nil
+}
+
+func (e *Endpoint) commonHeaders() []ssip.Header {
+	return []ssip.Header{
+		ssip.NewHeader("Allow", allowMethods),
+		ssip.NewHeader("User-Agent", e.cfg.UserAgent),
+	}
+}
+
+func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
+	if why := requireHeaders(req); why != "" {
+		e.respond(req, tx, 400, why)
+		return
+	}
+	if tag, _ := req.To().Params.Get("tag"); tag != "" {
+		e.onReInvite(req, tx)
+		return
+	}
+	src := req.Source()
+	ip, _, _ := net.SplitHostPort(src)
+	if e.throttle.blocked(ip) {
+		e.respond(req, tx, 403, "Forbidden")
+		return
+	}
+	if u := strings.TrimPrefix(req.Recipient.User, "+"); u != e.digits {
+		// Meta may append request_uri_user_params (";tgrp=...") to the user part.
+		if i := strings.IndexByte(u, ';'); i < 0 || u[:i] != e.digits {
+			e.respond(req, tx, 404, "Not Found")
+			return
+		}
+	}
+	if !e.authorize(req, tx, ip) {
+		return
+	}
+	if req.Contact() == nil {
+		e.respond(req, tx, 400, "Missing Contact")
+		return
+	}
+	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(strings.Split(ct.Value(), ";")[0]), "application/sdp") || len(req.Body()) == 0 {
+		// We never do late offer: Meta always sends one.
+		e.respond(req, tx, 488, "Not Acceptable Here", ssip.NewHeader("Warning", `399 waphone "an SDP offer is required"`))
+		return
+	}
+	e.respond(req, tx, 100, "Trying")
+
+	srv, err := e.dua.ReadInvite(req, tx)
+	if err != nil {
+		e.respond(req, tx, 400, "Bad Request")
+		return
+	}
+	d := newDialog(e)
+	d.srv = srv
+	d.callID = req.CallID().Value()
+	d.local = *req.To().Address.Clone()
+	d.localTag, _ = srv.InviteRequest.To().Params.Get("tag")
+	d.remote = *req.From().Address.Clone()
+	d.remoteDN = req.From().DisplayName
+	d.remTag, _ = req.From().Params.Get("tag")
+	d.target = *req.Contact().Address.Clone()
+	// UAS route set: Record-Route in order (RFC 3261 §12.1.1).
+	for _, h := range req.GetHeaders("Record-Route") {
+		if rr, ok := h.(*ssip.RecordRouteHeader); ok {
+			d.routes = append(d.routes, *rr.Address.Clone())
+		}
+	}
+	if v := req.Via(); v != nil && v.Params.Has("alias") {
+		d.reuse = src
+	}
+	d.info = callInfoFromInvite(req)
+	e.addDialog(d)
+	call := &InboundCall{Call: Call{d: d}, req: req, answered: make(chan struct{})}
+	e.log.Info("incoming call", "call", d.info)
+
+	e.h.IncomingCall(call)
+
+	// Hold the INVITE transaction until a final response went out or Meta
+	// cancelled: sipgo terminates the transaction when this handler returns.
+	select {
+	case <-call.answered:
+	case <-srv.Context().Done():
+		if d.end(EndCancelled, "CANCEL") {
+			e.log.Info("call cancelled by caller before answer", "call", d.info)
+		}
+	}
+}
+
+// authorize runs our digest challenge. It answers 407/403 itself and
+// reports whether the INVITE may proceed.
+func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip string) bool {
+	h := req.GetHeader("Proxy-Authorization")
+	if h == nil {
+		nonce, opaque := e.nonces.issue()
+		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, false))
+		return false
+	}
+	password, err := e.cfg.Password()
+	if err != nil {
+		e.log.Error("cannot read the SIP password; refusing the call", "err", err)
+		e.respond(req, tx, 500, "Server Internal Error")
+		return false
+	}
+	creds, verr := verifyDigest(h.Value(), string(req.Method), e.cfg.Hostname, e.digits, password)
+	if creds == nil {
+		e.throttle.fail(ip)
+		e.log.Warn("INVITE with malformed credentials", "remote", req.Source(), "err", verr)
+		e.respond(req, tx, 400, "Bad Proxy-Authorization")
+		return false
+	}
+	// Check the nonce before the response so that a replay costs nothing
+	// and tells nothing; a nonce is consumed either way.
+	switch e.nonces.take(creds.Nonce, creds.Opaque) {
+	case authChallenge:
+		nonce, opaque := e.nonces.issue()
+		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, false))
+		return false
+	case authStale:
+		nonce, opaque := e.nonces.issue()
+		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, true))
+		return false
+	case authForbidden:
+		verr = errors.New("opaque does not match the nonce")
+	}
+	if verr != nil {
+		e.throttle.fail(ip)
+		e.log.Warn("INVITE failed digest authentication", "remote", req.Source(), "username", creds.Username, "err", verr)
+		e.respond(req, tx, 403, "Forbidden")
+		return false
+	}
+	e.throttle.succeed(ip)
+	return true
+}
+
+// onReInvite answers a re-INVITE inside a dialog with our current SDP: we
+// never change media mid-call, and Meta's refreshes must not break the call.
+func (e *Endpoint) onReInvite(req *ssip.Request, tx ssip.ServerTransaction) {
+	d := e.findDialog(req)
+	if d == nil {
+		e.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	d.mu.Lock()
+	sdp := d.localSDP
+	d.mu.Unlock()
+	if sdp == nil {
+		e.respond(req, tx, 491, "Request Pending")
+		return
+	}
+	res := ssip.NewSDPResponseFromRequest(req, sdp)
+	for _, h := range e.commonHeaders() {
+		res.AppendHeader(h)
+	}
+	ct := e.contact()
+	res.AppendHeader(&ct)
+	if err := tx.Respond(res); err != nil {
+		e.log.Debug("sip: re-INVITE answer failed", "err", err)
+	}
+}
