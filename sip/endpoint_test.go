@@ -63,7 +63,7 @@ type testEnv struct {
 	h    *testHandler
 }
 
-func newTestEnv(t *testing.T, allow []netip.Prefix, policy func(*InboundCall)) *testEnv {
+func newTestEnv(t testing.TB, allow []netip.Prefix, policy func(*InboundCall)) *testEnv {
 	t.Helper()
 	ca, err := testpki.NewCA("test CA")
 	if err != nil {
@@ -114,12 +114,12 @@ func newTestEnv(t *testing.T, allow []netip.Prefix, policy func(*InboundCall)) *
 // metaConn is Meta's side of one TLS connection, speaking raw SIP text so
 // the messages are exactly the guide's.
 type metaConn struct {
-	t  *testing.T
+	t  testing.TB
 	c  *tls.Conn
 	rd *bufio.Reader
 }
 
-func (e *testEnv) dialMeta(t *testing.T) *metaConn {
+func (e *testEnv) dialMeta(t testing.TB) *metaConn {
 	t.Helper()
 	c, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: e.ca.Pool(), ServerName: tHost})
 	if err != nil {
@@ -229,7 +229,7 @@ func guideInvite(callID, tag, branch string, cseq int, extra string) string {
 var challengeRE = regexp.MustCompile(`^Digest realm="([^"]+)", nonce="([0-9a-f]+)", opaque="([0-9a-f]+)", algorithm=MD5, qop="auth"`)
 
 // authenticate runs the 407 round and returns Meta's retry's Proxy-Authorization.
-func authFor(t *testing.T, hdr map[string][]string, pass string) string {
+func authFor(t testing.TB, hdr map[string][]string, pass string) string {
 	t.Helper()
 	m := challengeRE.FindStringSubmatch(first(hdr["proxy-authenticate"]))
 	if m == nil {
@@ -244,7 +244,7 @@ func authFor(t *testing.T, hdr map[string][]string, pass string) string {
 const callID = "outgoing:wacid.HBgLMTIxOTU1NTA3MTQVAgASGCA2MUI2QUY0MDRCMTUyOTM4QkE5ODEwN0ZGQTAwODkxORwYCzEyMTQ1NTUxODY5FQIAFRoA"
 
 // establish runs a whole user-initiated call up to ACK and returns our To tag.
-func establish(t *testing.T, m *metaConn, cid string) (toTag string, ok200 map[string][]string) {
+func establish(t testing.TB, m *metaConn, cid string) (toTag string, ok200 map[string][]string) {
 	t.Helper()
 	m.send(guideInvite(cid, "ece2da15", "z9hG4bKPj1", 9989, ""))
 	h407 := m.expect(407)

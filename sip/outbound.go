@@ -237,4 +237,3 @@ func (e *Endpoint) confirm(ctx context.Context, d *dialog, inv *ssip.Request, re
 	e.log.Info("call answered", "call", d.infoCopy())
 	return call, nil
 }
-

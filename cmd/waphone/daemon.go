@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	ssip "github.com/emiago/sipgo/sip"
+	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/media"
+	"github.com/waphone/waphone/phone"
+	"github.com/waphone/waphone/sip"
+)
+
+// daemon is the wired phone: signaling, media policy and audio ends. It is
+// shared by `run`, `call` (standalone) and `demo`.
+type daemon struct {
+	cfg   config.Config
+	log   *slog.Logger
+	phone *phone.Phone
+	ep    *sip.Endpoint
+	ln    net.Listener
+	wg    sync.WaitGroup
+}
+
+// daemonOptions are the seams the demo uses instead of files on disk.
+type daemonOptions struct {
+	password     func() (string, error)
+	gatewayRoots *x509.CertPool
+	playback     func() (phone.AudioSink, error)
+	capture      func() (phone.AudioSource, error)
+	listen       bool
+}
+
+func mediaConfig(cfg config.Config, log *slog.Logger) (media.Config, error) {
+	mc := media.Config{KeyExchange: cfg.Media.KeyExchange, Logger: log}
+	lo, hi, err := cfg.Media.PortRange()
+	if err != nil {
+		return mc, err
+	}
+	mc.PortMin, mc.PortMax = lo, hi
+	if cfg.Media.BindAddress != "" {
+		if mc.BindIP = net.ParseIP(cfg.Media.BindAddress); mc.BindIP == nil {
+			return mc, fmt.Errorf("media.bind_address %q: not an IP", cfg.Media.BindAddress)
+		}
+	}
+	if cfg.Media.PublicAddress != "" {
+		if mc.AdvertiseIP = net.ParseIP(cfg.Media.PublicAddress); mc.AdvertiseIP == nil {
+			return mc, fmt.Errorf("media.public_address %q: not an IP", cfg.Media.PublicAddress)
+		}
+	}
+	return mc, nil
+}
+
+func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log}
+	password := opt.password
+	if password == nil {
+		// Read on every use so that a new password (setup --reset-password)
+		// is picked up without a restart; read once now to fail early.
+		path := cfg.SIP.PasswordFile
+		password = func() (string, error) { return config.ReadPassword(path) }
+		if _, err := password(); err != nil {
+			return nil, err
+		}
+	}
+	roots := opt.gatewayRoots
+	if roots == nil {
+		var err error
+		roots, err = x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if f := cfg.SIP.GatewayCAFile; f != "" {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("sip.gateway_ca_file: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("sip.gateway_ca_file %s: no PEM certificate in it", f)
+			}
+		}
+	}
+	mc, err := mediaConfig(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	capture, playback := opt.capture, opt.playback
+	if capture == nil {
+		spec := cfg.Audio.Capture
+		if _, err := audio.OpenSource(spec); err != nil { // validate now: a typo should not wait for the first call
+			return nil, err
+		}
+		capture = func() (phone.AudioSource, error) { return audio.OpenSource(spec) }
+	}
+	if playback == nil {
+		spec := cfg.Audio.Playback
+		playback = func() (phone.AudioSink, error) { return audio.OpenSink(spec) }
+	}
+	d.phone = phone.New(phone.Config{
+		Answer: cfg.Phone.Answer, AutoAnswerDelay: cfg.Phone.AutoAnswerDelay.Duration,
+		RingTimeout: cfg.Phone.RingTimeout.Duration, Media: mc,
+		Capture: capture, Playback: playback, Logger: log,
+	})
+	allow, err := sip.ParseAllow(cfg.SIP.Allow)
+	if err != nil {
+		return nil, err
+	}
+	sc := sip.Config{
+		Hostname: cfg.SIP.Hostname, Number: cfg.SIP.Number, Password: password,
+		Gateway: cfg.SIP.Gateway, GatewayAddr: cfg.SIP.GatewayAddr, GatewayRoots: roots,
+		Allow: allow, UserAgent: "waphone/" + version, Logger: log,
+	}
+	if opt.listen {
+		d.ln, err = listenSIP(cfg.SIP.Listen)
+		if err != nil {
+			return nil, err
+		}
+		sc.ContactPort = d.ln.Addr().(*net.TCPAddr).Port
+	}
+	d.ep, err = sip.New(sc, d.phone)
+	if err != nil {
+		if d.ln != nil {
+			_ = d.ln.Close()
+		}
+		return nil, err
+	}
+	d.phone.SetDialer(d.ep)
+	return d, nil
+}
+
+// listenSIP listens for SIP over TLS. "0.0.0.0:P" means every address,
+// IPv6 included: Meta connects over IPv6 in the guide's samples.
+func listenSIP(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("sip.listen %q: %w", addr, err)
+	}
+	network := "tcp"
+	if host == "0.0.0.0" || host == "" || host == "::" {
+		host = "" // dual-stack socket
+	}
+	ln, err := net.Listen(network, net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, fmt.Errorf("sip.listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// serve starts the TLS listener with the certificate reloader.
+func (d *daemon) serve(ctx context.Context, getCert *sip.CertReloader) {
+	if d.ln == nil {
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.ep.Serve(ctx, d.ln, sip.ServerTLSConfig(getCert.Certificate)); err != nil {
+			d.log.Error("SIP listener stopped", "err", err)
+		}
+	}()
+	d.log.Info("listening for SIP over TLS", "addr", d.ln.Addr().String(), "hostname", d.cfg.SIP.Hostname)
+}
+
+func (d *daemon) close() {
+	d.phone.Close()
+	if d.ln != nil {
+		_ = d.ln.Close()
+	}
+	_ = d.ep.Close()
+	d.wg.Wait()
+}
+
+// newLogger builds the slog logger for a level name.
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+var errUsage = errors.New("usage")
+
+func quietSipgo() {
+	level := slog.LevelError
+	if os.Getenv("WAPHONE_SIPGO_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	ssip.SetDefaultLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}

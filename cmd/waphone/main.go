@@ -1,0 +1,259 @@
+// Command waphone is a WhatsApp Business Calling desk phone: Meta's SIP
+// peer and the phone in one binary.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/internal/control"
+	"github.com/waphone/waphone/sip"
+)
+
+// Stamped by the Makefile (-ldflags -X).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+const defaultConfig = "/etc/waphone/waphone.toml"
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `waphone: a WhatsApp Business Calling desk phone (SIP over TLS, SRTP, Opus)
+
+usage:
+  waphone run -config FILE          run the phone (the daemon)
+  waphone demo                      a demo call each way against a built-in Meta emulator
+  waphone call [-config FILE] +NUMBER
+                                    call a WhatsApp user (through the daemon if it runs)
+  waphone answer|hangup|status [-config FILE]
+                                    drive the running daemon over its control socket
+  waphone check-tls -config FILE    check the certificate against sip.hostname
+  waphone version
+
+exit status: 0 ok, 1 failed, 2 bad usage or config
+`)
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	// sipgo logs some connection bookkeeping (e.g. "TCP ref went negative"
+	// when a connection closes at shutdown) through its package-wide logger;
+	// keep that to real errors unless someone debugs.
+	quietSipgo()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "run":
+		err = cmdRun(ctx, rest, stderr)
+	case "demo":
+		err = cmdDemo(ctx, rest, stdout, stderr)
+	case "call":
+		err = cmdCall(ctx, rest, stdout, stderr)
+	case "answer", "hangup", "status":
+		err = cmdControl(ctx, cmd, rest, stdout, stderr)
+	case "check-tls":
+		err = cmdCheckTLS(rest, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "waphone %s (commit %s)\n", version, commit)
+	case "help", "-h", "--help":
+		usage(stdout)
+	default:
+		fmt.Fprintf(stderr, "waphone: unknown command %q\n\n", cmd)
+		usage(stderr)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	var ce *sip.CallError
+	switch {
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		return 2
+	case errors.As(err, &ce):
+		fmt.Fprintf(stderr, "waphone %s: %v\n", cmd, err)
+		return 1
+	case errors.As(err, new(configError)):
+		fmt.Fprintf(stderr, "waphone %s: %v\n", cmd, err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "waphone %s: %v\n", cmd, err)
+	return 1
+}
+
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
+func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, errUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return cfg, configError{err}
+	}
+	return cfg, nil
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log.Level)
+	certs, err := sip.NewCertReloader(cfg.SIP.CertFile, cfg.SIP.KeyFile, log)
+	if err != nil {
+		return configError{err}
+	}
+	d, err := newDaemon(cfg, log, daemonOptions{listen: true})
+	if err != nil {
+		return configError{err}
+	}
+	defer d.close()
+	ctl, err := control.Listen(cfg.Phone.ControlSocket, d.phone, log)
+	if err != nil {
+		return err
+	}
+	d.serve(ctx, certs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctl.Serve(ctx)
+	}()
+	log.Info("waphone running", "version", version, "number", cfg.SIP.Number, "answer", cfg.Phone.Answer,
+		"capture", cfg.Audio.Capture, "playback", cfg.Audio.Playback)
+	<-ctx.Done()
+	log.Info("shutting down")
+	<-done
+	return nil
+}
+
+func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: cmd})
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		return errors.New(rep.Error)
+	}
+	if cmd == "status" {
+		return printStatus(stdout, rep.Status)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
+
+func printStatus(w io.Writer, raw json.RawMessage) error {
+	var st struct {
+		State string          `json:"state"`
+		Call  *sip.CallInfo   `json:"call"`
+		Since time.Time       `json:"since"`
+		Media json.RawMessage `json:"media"`
+		Last  json.RawMessage `json:"last_call"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("status reply: %w", err)
+	}
+	fmt.Fprintf(w, "state: %s\n", st.State)
+	if c := st.Call; c != nil {
+		fmt.Fprintf(w, "call: %s since %s\n", c.Remote, st.Since.Format(time.RFC3339))
+		for _, kv := range [][2]string{{"wacid", c.WACID}, {"user_id", c.UserID}, {"parent_user_id", c.ParentUserID},
+			{"username", c.Username}, {"cta_payload", c.CTAPayload}, {"deeplink_payload", c.DeeplinkPayload}} {
+			if kv[1] != "" {
+				fmt.Fprintf(w, "  %s: %s\n", kv[0], kv[1])
+			}
+		}
+	}
+	if len(st.Media) > 0 && string(st.Media) != "null" {
+		fmt.Fprintf(w, "media: %s\n", st.Media)
+	}
+	if len(st.Last) > 0 && string(st.Last) != "null" {
+		fmt.Fprintf(w, "last call: %s\n", st.Last)
+	}
+	return nil
+}
+
+func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("call", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 1 || !strings.HasPrefix(fs.Arg(0), "+") {
+		fmt.Fprintln(stderr, "usage: waphone call [-config FILE] +NUMBER")
+		return errUsage
+	}
+	number := fs.Arg(0)
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configError{err}
+	}
+	// Through the daemon when it runs: it owns the headset and the port.
+	if _, err := os.Stat(cfg.Phone.ControlSocket); err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 100*time.Second)
+		defer cancel()
+		rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "call", Number: number})
+		if err == nil {
+			if !rep.OK {
+				return errors.New(rep.Error)
+			}
+			fmt.Fprintf(stdout, "answered: the call to %s is up on the phone\n", number)
+			return nil
+		}
+	}
+	// Standalone: place the call from this process and stay until it ends.
+	log := newLogger(cfg.Log.Level)
+	d, err := newDaemon(cfg, log, daemonOptions{})
+	if err != nil {
+		return configError{err}
+	}
+	defer d.close()
+	if err := d.phone.Call(ctx, number); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "answered: talking to %s (Ctrl-C hangs up)\n", number)
+	for d.phone.Status().State != "idle" {
+		select {
+		case <-ctx.Done():
+			_ = d.phone.Hangup()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if last := d.phone.Status().LastCall; last != nil {
+		fmt.Fprintf(stdout, "call ended (%s) after %s\n", last.EndedBy, last.Duration)
+	}
+	return nil
+}

@@ -1,0 +1,288 @@
+// Package config reads waphone's TOML file. Decoding is strict: an
+// unknown key or a bad value is an error naming the key and its line,
+// because a typo on a desk phone should fail at start, not at the first call.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the whole file. The TOML key names are a contract with outside
+// scripts: never rename one.
+type Config struct {
+	SIP   SIP   `toml:"sip"`
+	Media Media `toml:"media"`
+	Audio Audio `toml:"audio"`
+	Phone Phone `toml:"phone"`
+	Board Board `toml:"board"`
+	Log   Log   `toml:"log"`
+}
+
+// SIP is the [sip] table.
+type SIP struct {
+	Hostname      string   `toml:"hostname"`
+	Listen        string   `toml:"listen"`
+	CertFile      string   `toml:"cert_file"`
+	KeyFile       string   `toml:"key_file"`
+	Number        string   `toml:"number"`
+	PasswordFile  string   `toml:"password_file"`
+	Gateway       string   `toml:"gateway"`
+	GatewayAddr   string   `toml:"gateway_addr"`
+	GatewayCAFile string   `toml:"gateway_ca_file"`
+	Allow         []string `toml:"allow"`
+}
+
+// Media is the [media] table.
+type Media struct {
+	KeyExchange   string `toml:"key_exchange"`
+	PublicAddress string `toml:"public_address"`
+	STUN          string `toml:"stun"`
+	RTPPorts      string `toml:"rtp_ports"`
+	BindAddress   string `toml:"bind_address"`
+}
+
+// Audio is the [audio] table.
+type Audio struct {
+	Capture  string `toml:"capture"`
+	Playback string `toml:"playback"`
+}
+
+// Phone is the [phone] table.
+type Phone struct {
+	Answer          string   `toml:"answer"`
+	AutoAnswerDelay Duration `toml:"auto_answer_delay"`
+	RingTimeout     Duration `toml:"ring_timeout"`
+	ControlSocket   string   `toml:"control_socket"`
+}
+
+// Board is the [board] table (GPIO lines by name like "GPIO17" or offset like "17").
+type Board struct {
+	Chip       string `toml:"chip"`
+	ButtonLine string `toml:"button_line"`
+	LedLine    string `toml:"led_line"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level string `toml:"level"`
+}
+
+// Duration decodes TOML strings like "2s" or "1m30s".
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration like \"30s\": %w", err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default is what an empty file means.
+func Default() Config {
+	return Config{
+		SIP:   SIP{Listen: "0.0.0.0:5061", Gateway: "wa.meta.vc"},
+		Media: Media{KeyExchange: "dtls", RTPPorts: "10000-10100"},
+		Audio: Audio{Capture: "null", Playback: "null"},
+		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock"},
+		Log:   Log{Level: "info"},
+	}
+}
+
+// Load reads path over the defaults and validates everything, reporting
+// all problems at once.
+func Load(path string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, raw)
+}
+
+// Parse is Load for bytes already read; name is used in messages.
+func Parse(name string, raw []byte) (Config, error) {
+	cfg := Default()
+	dec := toml.NewDecoder(bytes.NewReader(raw)).DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var sme *toml.StrictMissingError
+		var de *toml.DecodeError
+		switch {
+		case errors.As(err, &sme):
+			var errs []error
+			for _, e := range sme.Errors {
+				row, _ := e.Position()
+				errs = append(errs, fmt.Errorf("config %s:%d: unknown key %q", name, row, strings.Join(e.Key(), ".")))
+			}
+			return cfg, errors.Join(errs...)
+		case errors.As(err, &de):
+			row, _ := de.Position()
+			key := strings.Join(de.Key(), ".")
+			if key != "" {
+				return cfg, fmt.Errorf("config %s:%d: %s: %s", name, row, key, de.Error())
+			}
+			return cfg, fmt.Errorf("config %s:%d: %s", name, row, de.Error())
+		}
+		return cfg, fmt.Errorf("config %s: %w", name, err)
+	}
+	return cfg, cfg.validate(name, raw)
+}
+
+var (
+	e164RE     = regexp.MustCompile(`^\+?[1-9][0-9]{7,14}$`)
+	hostnameRE = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+)
+
+// lineOf finds the line of key in table, for messages about valid TOML
+// with a bad value. 0 when not found (a default).
+func lineOf(raw []byte, table, key string) int {
+	cur := ""
+	for i, l := range strings.Split(string(raw), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]") {
+			cur = strings.TrimSpace(strings.Trim(l, "[]"))
+			continue
+		}
+		if cur == table {
+			if k, _, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == key {
+				return i + 1
+			}
+		}
+	}
+	return 0
+}
+
+func (c *Config) validate(name string, raw []byte) error {
+	var errs []error
+	bad := func(table, key, format string, a ...any) {
+		where := "config " + name
+		if n := lineOf(raw, table, key); n > 0 {
+			where += ":" + strconv.Itoa(n)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s.%s %s", where, table, key, fmt.Sprintf(format, a...)))
+	}
+	s := &c.SIP
+	switch {
+	case s.Hostname == "":
+		bad("sip", "hostname", "is required (the hostname Meta has for your SIP server, e.g. sip.example.com)")
+	case net.ParseIP(s.Hostname) != nil || strings.Contains(s.Hostname, "://") || !hostnameRE.MatchString(s.Hostname):
+		bad("sip", "hostname", "%q: want a DNS name like sip.example.com (not an IP or URL): Meta validates the certificate against it", s.Hostname)
+	}
+	if s.Number == "" {
+		bad("sip", "number", "is required (the business number, e.g. +12145551869)")
+	} else if !e164RE.MatchString(s.Number) {
+		bad("sip", "number", "%q: want E.164 like +12145551869", s.Number)
+	} else {
+		s.Number = "+" + strings.TrimPrefix(s.Number, "+")
+	}
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		bad("sip", "listen", "%q: want host:port like 0.0.0.0:5061", s.Listen)
+	}
+	if s.GatewayAddr != "" {
+		if _, _, err := net.SplitHostPort(s.GatewayAddr); err != nil {
+			bad("sip", "gateway_addr", "%q: want host:port", s.GatewayAddr)
+		}
+	}
+	if (s.CertFile == "") != (s.KeyFile == "") {
+		bad("sip", "cert_file", "and sip.key_file must be set together")
+	}
+	for _, a := range s.Allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			if _, err := netip.ParseAddr(a); err != nil {
+				bad("sip", "allow", "%q: want an IP or CIDR like 31.13.24.0/21", a)
+			}
+		}
+	}
+	switch c.Media.KeyExchange {
+	case "dtls", "sdes":
+	default:
+		bad("media", "key_exchange", "%q: want \"dtls\" or \"sdes\"", c.Media.KeyExchange)
+	}
+	if _, _, err := c.Media.PortRange(); err != nil {
+		bad("media", "rtp_ports", "%v", err)
+	}
+	for _, f := range []struct{ key, v string }{{"public_address", c.Media.PublicAddress}, {"bind_address", c.Media.BindAddress}} {
+		if f.v != "" && net.ParseIP(f.v) == nil {
+			bad("media", f.key, "%q: want an IP address", f.v)
+		}
+	}
+	switch c.Phone.Answer {
+	case "auto", "button":
+	default:
+		bad("phone", "answer", "%q: want \"auto\" or \"button\"", c.Phone.Answer)
+	}
+	if c.Phone.AutoAnswerDelay.Duration < 0 {
+		bad("phone", "auto_answer_delay", "must not be negative")
+	}
+	if c.Phone.RingTimeout.Duration < 0 {
+		bad("phone", "ring_timeout", "must not be negative")
+	}
+	if c.Phone.ControlSocket == "" {
+		bad("phone", "control_socket", "is required")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log", "level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	return errors.Join(errs...)
+}
+
+// PortRange parses rtp_ports "LO-HI".
+func (m Media) PortRange() (lo, hi int, err error) {
+	a, b, ok := strings.Cut(m.RTPPorts, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil || lo < 1024 || hi > 65535 || lo >= hi {
+		return 0, 0, fmt.Errorf("%q: want a range like \"10000-10100\" within 1024-65535", m.RTPPorts)
+	}
+	return lo, hi, nil
+}
+
+// BusinessDigits is the number without '+', as Meta's digest username.
+func (s SIP) BusinessDigits() string { return strings.TrimPrefix(s.Number, "+") }
+
+// ReadPassword reads Meta's SIP password. The file must not be readable by
+// group or others. A relative path is looked up in $CREDENTIALS_DIRECTORY
+// when systemd passes the secret with LoadCredential=. Errors never contain
+// the password.
+func ReadPassword(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("sip.password_file is not set")
+	}
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" && !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("sip.password_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("sip.password_file %s is mode %04o: must be 0600 or stricter (chmod 600 %s)", path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("sip.password_file: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("sip.password_file %s is empty", path)
+	}
+	return pw, nil
+}

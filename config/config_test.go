@@ -1,0 +1,117 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+[sip]
+hostname = "sip.example.com"
+number = "12145551869"
+`
+
+func TestMinimalAndDefaults(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIP.Number != "+12145551869" || c.SIP.BusinessDigits() != "12145551869" {
+		t.Fatalf("number %q", c.SIP.Number)
+	}
+	if c.SIP.Listen != "0.0.0.0:5061" || c.SIP.Gateway != "wa.meta.vc" || c.Media.KeyExchange != "dtls" ||
+		c.Phone.RingTimeout.Duration != time.Minute || c.Phone.Answer != "auto" {
+		t.Fatalf("defaults %+v", c)
+	}
+	lo, hi, err := c.Media.PortRange()
+	if err != nil || lo != 10000 || hi != 10100 {
+		t.Fatalf("ports %d-%d %v", lo, hi, err)
+	}
+}
+
+func TestErrorsNameKeyAndLine(t *testing.T) {
+	cases := []struct {
+		name, toml, want string
+	}{
+		{"unknown key", "[sip]\nhostname = \"a.example\"\nnumber = \"+12145551869\"\nhostnme = \"x\"\n", `t.toml:4: unknown key "sip.hostnme"`},
+		{"unknown table", "[sip]\nhostname = \"a.example\"\nnumber = \"+12145551869\"\n[sound]\nx = 1\n", `t.toml:4: unknown key "sound"`},
+		{"bad duration", minimal + "[phone]\nring_timeout = \"forever\"\n", "phone.ring_timeout"},
+		{"wrong type", minimal + "[phone]\nanswer = 3\n", "t.toml:6"},
+		{"missing hostname", "[sip]\nnumber = \"+12145551869\"\n", "sip.hostname is required"},
+		{"ip hostname", "[sip]\nhostname = \"192.0.2.1\"\nnumber = \"+12145551869\"\n", "t.toml:2: sip.hostname"},
+		{"url hostname", "[sip]\nhostname = \"sips://a.example\"\nnumber = \"+12145551869\"\n", "sip.hostname"},
+		{"bad number", "[sip]\nhostname = \"a.example\"\nnumber = \"12ab\"\n", `t.toml:3: sip.number "12ab": want E.164`},
+		{"bad listen", minimal + "listen = \"5061\"\n", "sip.listen"},
+		{"cert without key", minimal + "cert_file = \"/x\"\n", "sip.key_file must be set together"},
+		{"bad allow", minimal + "allow = [\"meta\"]\n", "sip.allow \"meta\""},
+		{"bad key exchange", minimal + "[media]\nkey_exchange = \"zrtp\"\n", "t.toml:6: media.key_exchange"},
+		{"bad ports", minimal + "[media]\nrtp_ports = \"100-50\"\n", "media.rtp_ports"},
+		{"low ports", minimal + "[media]\nrtp_ports = \"80-90\"\n", "media.rtp_ports"},
+		{"bad public address", minimal + "[media]\npublic_address = \"home\"\n", "media.public_address"},
+		{"bad answer", minimal + "[phone]\nanswer = \"maybe\"\n", "phone.answer \"maybe\""},
+		{"negative delay", minimal + "[phone]\nauto_answer_delay = \"-1s\"\n", "phone.auto_answer_delay must not be negative"},
+		{"bad log level", minimal + "[log]\nlevel = \"loud\"\n", "log.level"},
+		{"syntax", "[sip\nhostname=", "t.toml:1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(c.toml))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+	// All problems at once.
+	_, err := Parse("t.toml", []byte("[sip]\n[media]\nkey_exchange = \"x\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "sip.hostname") || !strings.Contains(err.Error(), "media.key_exchange") {
+		t.Fatalf("want every error, got %v", err)
+	}
+}
+
+func TestExampleLoads(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "waphone.toml")
+	if err := os.WriteFile(p, []byte(Example()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIP.Hostname != "sip.example.com" || c.Phone.ControlSocket == "" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestReadPassword(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "pw")
+	if err := os.WriteFile(p, []byte("hunter2-meta\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := ReadPassword(p)
+	if err != nil || pw != "hunter2-meta" {
+		t.Fatalf("%q %v", pw, err)
+	}
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ReadPassword(p)
+	if err == nil || !strings.Contains(err.Error(), "0640") || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("loose mode: %v", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatal("error leaks the password")
+	}
+	// systemd LoadCredential=: relative names come from $CREDENTIALS_DIRECTORY.
+	_ = os.Chmod(p, 0o400)
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	if pw, err := ReadPassword("pw"); err != nil || pw != "hunter2-meta" {
+		t.Fatalf("credential: %q %v", pw, err)
+	}
+	if _, err := ReadPassword(""); err == nil {
+		t.Fatal("empty path accepted")
+	}
+}

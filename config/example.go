@@ -1,0 +1,71 @@
+package config
+
+// Example returns a commented config with every key, for docs and
+// `make install`. A test keeps it loadable.
+func Example() string {
+	return `# waphone configuration. Every key is listed; defaults are shown.
+
+[sip]
+# The hostname configured for your SIP server at Meta. Your certificate must
+# cover it: Meta validates it. Also the realm of our digest challenge and the
+# From host of our calls.
+hostname = "sip.example.com"
+# Where to listen for SIP over TLS. 0.0.0.0 means every IPv4 and IPv6 address.
+listen = "0.0.0.0:5061"
+# Certificate chain (leaf first, then intermediates) and its key. Replaced
+# files are picked up without a restart.
+cert_file = "/etc/waphone/fullchain.pem"
+key_file = "/etc/waphone/privkey.pem"
+# The business phone number, E.164.
+number = "+12145551869"
+# Meta's generated SIP password (Graph: GET /<PHONE_NUMBER_ID>/settings?include_sip_credentials=true).
+# Mode 0600 or stricter. A relative name is read from $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
+password_file = "/etc/waphone/sip-password"
+# Meta's SIP domain.
+gateway = "wa.meta.vc"
+# Dial this host:port instead of resolving the gateway (tests, labs). Empty in production.
+gateway_addr = ""
+# An extra CA to trust for the gateway's certificate (tests). Empty = system roots only.
+gateway_ca_file = ""
+# Who may connect (checked before TLS): Meta's webhook IP ranges. Empty = everyone.
+allow = []
+
+[media]
+# SRTP key exchange for calls we place: "dtls" (Meta's default) or "sdes".
+# Calls Meta offers use whatever the offer carries.
+key_exchange = "dtls"
+# The public IP of a 1:1 NAT (port-forwarded kiosk). Empty = the device's own address.
+public_address = ""
+# A STUN server host:port for server-reflexive candidates. Empty = none.
+stun = ""
+# UDP ports for RTP.
+rtp_ports = "10000-10100"
+# Local address to bind RTP to. Empty = all.
+bind_address = ""
+
+[audio]
+# Capture: "tone:HZ", "wav:FILE" or "null".
+capture = "null"
+# Playback: "wav:FILE" or "null".
+playback = "null"
+
+[phone]
+# "auto" answers by itself (after auto_answer_delay); "button" waits for the button.
+answer = "auto"
+auto_answer_delay = "0s"
+# Unanswered calls are declined with 480 after this and logged as missed.
+ring_timeout = "60s"
+# waphone answer/hangup/status/call talk to the daemon here (mode 0600).
+control_socket = "/run/waphone/control.sock"
+
+[board]
+# GPIO chip ("gpiochip0") or "" for none; lines by name ("GPIO17") or offset ("17").
+chip = ""
+button_line = ""
+led_line = ""
+
+[log]
+# debug, info, warn or error.
+level = "info"
+`
+}

@@ -1,0 +1,369 @@
+package phone_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/internal/dsp"
+	"github.com/waphone/waphone/internal/metasim"
+	"github.com/waphone/waphone/internal/testpki"
+	"github.com/waphone/waphone/media"
+	"github.com/waphone/waphone/phone"
+	"github.com/waphone/waphone/sip"
+)
+
+const (
+	business = "+12145551869"
+	user     = "+12195550714"
+	host     = "meta-voip.example.com"
+	password = "meta-generated-password"
+)
+
+// rig is waphone (sip endpoint + phone + real media) and metasim, on loopback.
+type rig struct {
+	sim    *metasim.Sim
+	ep     *sip.Endpoint
+	phone  *phone.Phone
+	target string
+
+	mu     sync.Mutex
+	rec    *audio.Recorder
+	events []phone.Event
+}
+
+type rigOpts struct {
+	answer       string
+	ringTimeout  time.Duration
+	ourHost      string // our sip.hostname; differs from metasim's BusinessHost for the 403 test
+	rejectStatus int
+}
+
+func logger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newRig(t *testing.T, o rigOpts) *rig {
+	t.Helper()
+	if o.answer == "" {
+		o.answer = "auto"
+	}
+	if o.ourHost == "" {
+		o.ourHost = host
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ca, err := testpki.NewCA("phone test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := metasim.Start(ctx, metasim.Config{
+		BusinessNumber: business, BusinessHost: host, Password: password, BusinessRoots: ca.Pool(),
+		ToneHz: 1000, RejectBusinessCalls: o.rejectStatus, Logger: logger().With("side", "metasim"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{sim: sim}
+	r.phone = phone.New(phone.Config{
+		Answer: o.answer, RingTimeout: o.ringTimeout,
+		Media:   media.Config{KeyExchange: "sdes", BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
+		Capture: func() (phone.AudioSource, error) { return audio.NewTone(440, 0.3), nil },
+		Playback: func() (phone.AudioSink, error) {
+			rec := audio.NewRecorder(audio.SampleRate * 20)
+			r.mu.Lock()
+			r.rec = rec
+			r.mu.Unlock()
+			return rec, nil
+		},
+		OnEvent: func(ev phone.Event) {
+			r.mu.Lock()
+			r.events = append(r.events, ev)
+			r.mu.Unlock()
+		},
+		Logger: logger().With("side", "waphone"),
+	})
+	certPEM, keyPEM, err := ca.Issue(o.ourHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, kf, err := testpki.WriteFiles(t.TempDir(), certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := sip.NewCertReloader(cf, kf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ep, err = sip.New(sip.Config{
+		Hostname: o.ourHost, Number: business, Password: func() (string, error) { return password, nil },
+		GatewayAddr: sim.Addr(), GatewayRoots: sim.CA().Pool(), ContactPort: ln.Addr().(*net.TCPAddr).Port,
+		Logger: logger().With("side", "waphone-sip"),
+	}, r.phone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.phone.SetDialer(r.ep)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.ep.Serve(ctx, ln, sip.ServerTLSConfig(certs.Certificate))
+	}()
+	r.target = ln.Addr().String()
+	t.Cleanup(func() {
+		r.phone.Close()
+		_ = sim.Close()
+		cancel()
+		<-done
+		_ = r.ep.Close()
+	})
+	return r
+}
+
+func (r *rig) heard() []int16 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec == nil {
+		return nil
+	}
+	return r.rec.Samples()
+}
+
+func (r *rig) waitState(t *testing.T, want phone.State) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.phone.Status().State != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("phone state %s, want %s", r.phone.Status().State, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *rig) lastEnd(t *testing.T) *phone.CallSummary {
+	t.Helper()
+	r.waitState(t, phone.Idle)
+	last := r.phone.Status().LastCall
+	if last == nil {
+		t.Fatal("no call summary")
+	}
+	return last
+}
+
+func requireTone(t *testing.T, what string, pcm []int16, hz float64) {
+	t.Helper()
+	if ok, ratio := dsp.DetectTone(pcm, audio.SampleRate, hz); !ok {
+		t.Fatalf("%s: %v Hz not detected in %d ms (ratio %.2f)", what, hz, len(pcm)*1000/audio.SampleRate, ratio)
+	}
+}
+
+func requireFirstFromUs(t *testing.T, ms metasim.MediaStats) {
+	t.Helper()
+	if ms.FirstRecvAt.IsZero() {
+		t.Fatal("metasim received no SRTP from waphone")
+	}
+	if !ms.FirstSentAt.IsZero() && !ms.FirstRecvAt.Before(ms.FirstSentAt) {
+		t.Fatalf("metasim sent at %v before our first packet at %v", ms.FirstSentAt, ms.FirstRecvAt)
+	}
+}
+
+func TestUserInitiatedCallAudioBothWays(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	ctx := context.Background()
+	c, err := r.sim.Call(ctx, r.target, metasim.CallOptions{
+		From: user, UserID: "US.13491208655302741918", Username: "shopper42", CTAPayload: "order-77",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status() != 200 || !c.Challenged() {
+		t.Fatalf("status %d challenged=%v, want 200 after a digest challenge", c.Status(), c.Challenged())
+	}
+	r.waitState(t, phone.Talking)
+	st := r.phone.Status()
+	if st.Call == nil || st.Call.Username != "shopper42" || st.Call.UserID != "US.13491208655302741918" || st.Call.CTAPayload != "order-77" || st.Call.WACID == "" {
+		t.Fatalf("status call info %+v", st.Call)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := c.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last := r.lastEnd(t)
+	if last.EndedBy != sip.EndRemoteBye || last.Info.DurationSec < 0 {
+		t.Fatalf("summary %+v: want ended by remote BYE with Meta's duration", last)
+	}
+	requireTone(t, "Meta hears waphone", c.Recorded(), 440)
+	requireTone(t, "waphone hears Meta", r.heard(), 1000)
+	requireFirstFromUs(t, c.MediaStats())
+	if last.Media == nil || last.Media.PacketsSent < 50 || last.Media.PacketsReceived < 50 {
+		t.Fatalf("media stats %+v", last.Media)
+	}
+}
+
+func TestBusinessInitiatedCallAudioBothWays(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	ctx := context.Background()
+	if err := r.phone.Call(ctx, user); err != nil {
+		t.Fatal(err)
+	}
+	var c *metasim.Call
+	select {
+	case c = <-r.sim.Incoming():
+	case <-time.After(5 * time.Second):
+		t.Fatal("metasim saw no call")
+	}
+	inv := c.Request()
+	if got := inv.Recipient.String(); got != "sip:+12195550714@wa.meta.vc;transport=tls" {
+		t.Fatalf("Request-URI %s", got)
+	}
+	if f := inv.From(); f.Address.User != business || f.Address.Host != host {
+		t.Fatalf("From %s", f.Value())
+	}
+	pa := inv.GetHeader("Proxy-Authorization")
+	if pa == nil || !strings.Contains(pa.Value(), `username="12145551869"`) || !strings.Contains(pa.Value(), "SHA-256") {
+		t.Fatalf("Proxy-Authorization %v: want the business digits answering the SHA-256 challenge", pa)
+	}
+	r.waitState(t, phone.Talking)
+	time.Sleep(1500 * time.Millisecond)
+	if err := r.phone.Hangup(); err != nil {
+		t.Fatal(err)
+	}
+	last := r.lastEnd(t)
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("metasim's call did not end")
+	}
+	if c.EndedBy() != "business" || last.EndedBy != sip.EndLocalBye {
+		t.Fatalf("metasim ended by %q, we %q", c.EndedBy(), last.EndedBy)
+	}
+	requireTone(t, "Meta hears waphone", c.Recorded(), 440)
+	requireTone(t, "waphone hears Meta", r.heard(), 1000)
+	requireFirstFromUs(t, c.MediaStats())
+}
+
+func TestBusinessCallFromWrongHostIs403(t *testing.T) {
+	r := newRig(t, rigOpts{ourHost: "other.example.com"})
+	err := r.phone.Call(context.Background(), user)
+	var ce *sip.CallError
+	if !errors.As(err, &ce) || ce.Status != 403 || !strings.Contains(ce.Warning, "does not match any SIP server") {
+		t.Fatalf("err %v: want 403 with Meta's Warning", err)
+	}
+	r.waitState(t, phone.Idle)
+}
+
+func TestBusinessCallRejected(t *testing.T) {
+	for _, code := range []int{486, 480, 603} {
+		r := newRig(t, rigOpts{rejectStatus: code})
+		err := r.phone.Call(context.Background(), user)
+		var ce *sip.CallError
+		if !errors.As(err, &ce) || ce.Status != code {
+			t.Fatalf("err %v, want CallError %d", err, code)
+		}
+		r.waitState(t, phone.Idle)
+	}
+}
+
+func TestSecondCallIsBusy(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	ctx := context.Background()
+	c1, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: user})
+	if err != nil || c1.Status() != 200 {
+		t.Fatalf("first call: %v %v", err, c1)
+	}
+	r.waitState(t, phone.Talking)
+	c2, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: "+447700900123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Status() != 486 {
+		t.Fatalf("second call got %d, want 486", c2.Status())
+	}
+	if r.phone.Status().State != phone.Talking {
+		t.Fatal("the first call was disturbed")
+	}
+	_ = c1.Hangup(ctx)
+	r.waitState(t, phone.Idle)
+}
+
+func TestWrongPasswordNeverRings(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user, Password: "not-it"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status() != 403 {
+		t.Fatalf("status %d, want 403", c.Status())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ev := range r.events {
+		if ev.What == "ringing" {
+			t.Fatal("phone rang for an unauthenticated call")
+		}
+	}
+}
+
+func TestButtonAnswerAndRingTimeout(t *testing.T) {
+	r := newRig(t, rigOpts{answer: "button", ringTimeout: 800 * time.Millisecond})
+	ctx := context.Background()
+	// Nobody presses: 480 after the ring timeout, logged as missed.
+	c, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status() != 480 {
+		t.Fatalf("unanswered call got %d, want 480", c.Status())
+	}
+	if last := r.lastEnd(t); last.EndedBy != "missed" {
+		t.Fatalf("summary %+v, want missed", last)
+	}
+	// Pressed while ringing: answered.
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if r.phone.Status().State == phone.Ringing {
+				_ = r.phone.Answer()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	c, err = r.sim.Call(ctx, r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("answered call: %v status %d", err, c.Status())
+	}
+	_ = c.Hangup(ctx)
+	r.waitState(t, phone.Idle)
+}
+
+func TestCancelWhileRingingStopsTheRing(t *testing.T) {
+	r := newRig(t, rigOpts{answer: "button"})
+	ctx := context.Background()
+	c, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: user, ReturnOnRinging: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, phone.Ringing)
+	if err := c.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if last := r.lastEnd(t); last.EndedBy != sip.EndCancelled {
+		t.Fatalf("summary %+v, want cancelled", last)
+	}
+}
