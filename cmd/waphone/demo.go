@@ -216,10 +216,10 @@ func toneIn(pcm []int16, hz float64) error {
 
 func firstFromUs(ms metasim.MediaStats) error {
 	if ms.FirstRecvAt.IsZero() {
-		return errors.New("Meta received no media")
+		return errors.New("metasim received no media")
 	}
 	if !ms.FirstSentAt.IsZero() && ms.FirstSentAt.Before(ms.FirstRecvAt) {
-		return errors.New("Meta sent before it heard from us")
+		return errors.New("metasim sent before it heard from us")
 	}
 	return nil
 }

@@ -46,6 +46,11 @@ exit status: 0 ok, 1 failed, 2 bad usage or config
 }
 
 func main() {
+	// sipgo logs some connection bookkeeping (e.g. "TCP ref went negative"
+	// when a connection closes at shutdown) through its package-wide logger;
+	// keep that to real errors unless someone debugs. Set once, before any
+	// sipgo goroutine runs.
+	quietSipgo()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -54,10 +59,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	// sipgo logs some connection bookkeeping (e.g. "TCP ref went negative"
-	// when a connection closes at shutdown) through its package-wide logger;
-	// keep that to real errors unless someone debugs.
-	quietSipgo()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, rest := args[0], args[1:]
