@@ -239,7 +239,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.srv.ServeTLS(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := s.srv.ServeTLS(ln); !errors.Is(err, net.ErrClosed) {
 			s.log.Debug("listener stopped", "error", err)
 		}
 	}()
