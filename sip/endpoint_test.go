@@ -500,3 +500,27 @@ func TestServerNeverAsksForClientCert(t *testing.T) {
 	}
 	_ = md5.New
 }
+
+// Meta connects over IPv6 in the guide's samples.
+func TestIPv6Listener(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback here:", err)
+	}
+	ln.Close()
+	env := newTestEnv(t, nil, answerPolicy)
+	ca := env.ca
+	certPEM, keyPEM, _ := ca.Issue(tHost)
+	cf, kf, _ := testpki.WriteFiles(t.TempDir(), certPEM, keyPEM)
+	certs, _ := NewCertReloader(cf, kf, nil)
+	ln6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = env.ep.Serve(ctx, ln6, ServerTLSConfig(certs.Certificate)) }()
+	t.Cleanup(func() { cancel(); <-done })
+	m := (&testEnv{addr: ln6.Addr().String(), ca: ca}).dialMeta(t)
+	establish(t, m, "v6-call")
+}

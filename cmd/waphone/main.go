@@ -246,10 +246,12 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fmt.Fprintf(stdout, "answered: talking to %s (Ctrl-C hangs up)\n", number)
+	done := ctx.Done()
 	for d.phone.Status().State != "idle" {
 		select {
-		case <-ctx.Done():
+		case <-done:
 			_ = d.phone.Hangup()
+			done = nil // hang up once, then wait for the BYE to finish
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

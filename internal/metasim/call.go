@@ -411,7 +411,7 @@ func (c *Call) acked() {
 // fail ends the call on a transport error (or Close) before a final response.
 func (c *Call) fail(err error) {
 	c.mu.Lock()
-	if c.err == nil {
+	if c.err == nil && c.status == 0 {
 		c.err = err
 	}
 	c.mu.Unlock()

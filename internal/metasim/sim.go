@@ -291,7 +291,7 @@ func (s *Sim) Close() error {
 
 		s.cancel()
 		for _, c := range calls {
-			c.finish("meta", nil)
+			c.fail(ErrClosed) // ends it as "meta"; an error only if it had no final response
 		}
 		_ = s.ln.Close()
 		_ = s.ua.Close()
