@@ -54,6 +54,8 @@ type Config struct {
 	Playback        func() (AudioSink, error)
 	// OnEvent, if set, sees every event as it happens (tests, the demo).
 	OnEvent func(Event)
+	// OnCallEnd, if set, gets every call's summary once it ended (call history).
+	OnCallEnd func(CallSummary)
 	Logger  *slog.Logger
 }
 
@@ -362,6 +364,9 @@ func (p *Phone) finish(c *call, endedBy, reason string) {
 			"rtp_lost", sum.Media.PacketsLost, "srtp_auth_failures", sum.Media.AuthFailures)
 	}
 	p.log.Info("call ended", attrs...)
+	if p.cfg.OnCallEnd != nil {
+		p.cfg.OnCallEnd(*sum)
+	}
 	p.emit(nil, "ended", endedBy)
 }
 
