@@ -76,6 +76,12 @@ func (d *dialog) ended() (by, reason string) {
 }
 
 func (d *dialog) remoteBye(req *ssip.Request) {
+	if d.srv != nil {
+		// A BYE proves the peer got our 200 even if its ACK is still in
+		// flight (sipgo handles each message on its own goroutine): stop
+		// retransmitting the 200. ReadAck only compares the CSeq.
+		_ = d.srv.ReadAck(d.srv.InviteRequest, nil)
+	}
 	d.mu.Lock()
 	d.info.merge(req)
 	d.bye = req
