@@ -248,7 +248,7 @@ func establish(t testing.TB, m *metaConn, cid string) (toTag string, ok200 map[s
 	t.Helper()
 	m.send(guideInvite(cid, "ece2da15", "z9hG4bKPj1"+cid, 9989, ""))
 	h407 := m.expect(407)
-	m.send("ACK sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS [2803:6080:f948:9597::]:47237;rport;branch=z9hG4bKPj1"+cid+";alias\r\nMax-Forwards: 70\r\n" +
+	m.send("ACK sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS [2803:6080:f948:9597::]:47237;rport;branch=z9hG4bKPj1" + cid + ";alias\r\nMax-Forwards: 70\r\n" +
 		`From: "12195550714" <sip:+12195550714@wa.meta.vc>;tag=ece2da15` + "\r\nTo: " + first(h407["to"]) + "\r\nCall-ID: " + cid + "\r\nCSeq: 9989 ACK\r\nContent-Length: 0\r\n\r\n")
 	auth := authFor(t, h407, tPass)
 	m.send(guideInvite(cid, "ece2da15", "z9hG4bKPj2"+cid, 9990, "Proxy-Authorization: "+auth+"\r\n"))
@@ -260,7 +260,7 @@ func establish(t testing.TB, m *metaConn, cid string) (toTag string, ok200 map[s
 	if i < 0 {
 		t.Fatalf("200 without To tag: %q", to)
 	}
-	m.send("ACK sip:+12145551869@127.0.0.1:5061;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS [2803:6080:f948:9597::]:47237;rport;branch=z9hG4bKPj3"+cid+";alias\r\nMax-Forwards: 70\r\n" +
+	m.send("ACK sip:+12145551869@127.0.0.1:5061;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS [2803:6080:f948:9597::]:47237;rport;branch=z9hG4bKPj3" + cid + ";alias\r\nMax-Forwards: 70\r\n" +
 		`From: "12195550714" <sip:+12195550714@wa.meta.vc>;tag=ece2da15` + "\r\nTo: " + to + "\r\nCall-ID: " + cid + "\r\nCSeq: 9990 ACK\r\nContent-Length: 0\r\n\r\n")
 	return to[i+4:], ok
 }
