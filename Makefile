@@ -6,7 +6,8 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOFLAGS_B := -trimpath -tags '$(TAGS)'
 
-.PHONY: all build test test-short lint demo interop bench fuzz deps clean
+.PHONY: all build run test test-short lint demo interop bench fuzz deps clean
+CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
 
@@ -31,6 +32,12 @@ lint:
 
 demo: build
 	./bin/waphone demo
+
+# The main job: the phone itself when a real account is configured
+# (CONFIG=path/to/waphone.toml), otherwise the demo against metasim.
+run: build
+	@if [ -f "$(CONFIG)" ]; then ./bin/waphone run -config "$(CONFIG)"; \
+	else echo "no $(CONFIG): running the demo against the built-in Meta emulator"; ./bin/waphone demo; fi
 
 # Interop against sipp (Debian sip-tester) behind socat for TLS.
 interop:
