@@ -49,6 +49,7 @@ type Config struct {
 	Answer          string // "auto" or "button"
 	AutoAnswerDelay time.Duration
 	RingTimeout     time.Duration // 0 = 60 s
+	SpeedDial       string        // a long press while idle calls this number ("" = off)
 	Media           media.Config
 	Capture         func() (AudioSource, error)
 	Playback        func() (AudioSink, error)
@@ -56,7 +57,7 @@ type Config struct {
 	OnEvent func(Event)
 	// OnCallEnd, if set, gets every call's summary once it ended (call history).
 	OnCallEnd func(CallSummary)
-	Logger  *slog.Logger
+	Logger    *slog.Logger
 }
 
 // Event is one transition or notable thing, for status and logs.
@@ -124,6 +125,7 @@ type call struct {
 	aOnce    sync.Once
 	hOnce    sync.Once
 	sess     *media.Session
+	muted    bool
 }
 
 func (p *Phone) emit(c *call, what, detail string) {
@@ -468,6 +470,7 @@ type Status struct {
 	Call     *sip.CallInfo `json:"call,omitempty"`
 	Since    time.Time     `json:"since,omitempty"`
 	Media    *media.Stats  `json:"media,omitempty"`
+	Muted    bool          `json:"muted,omitempty"`
 	LastCall *CallSummary  `json:"last_call,omitempty"`
 	Events   []Event       `json:"events"`
 }
@@ -483,6 +486,7 @@ func (p *Phone) Status() Status {
 		info := c.info
 		st.Call = &info
 		st.Since = c.start
+		st.Muted = c.muted
 		if c.state == Talking && c.sess != nil {
 			ms := c.sess.Stats()
 			st.Media = &ms
@@ -507,6 +511,58 @@ func (silence) ReadFrame(pcm []int16) error {
 type discard struct{}
 
 func (discard) WriteFrame([]int16) error { return nil }
+
+// Press feeds a key (desk button, headset key) through the policy table.
+func (p *Phone) Press(in Input) error {
+	p.mu.Lock()
+	st := Idle
+	if p.cur != nil {
+		st = p.cur.state
+	}
+	p.mu.Unlock()
+	action, _ := Decide(st, in)
+	p.log.Debug("key", "input", in, "state", st, "action", action)
+	switch action {
+	case DoAnswer:
+		return p.Answer()
+	case DoHangup, DoDecline:
+		return p.Hangup()
+	case DoToggleMute:
+		_, err := p.ToggleMute()
+		return err
+	case DoSpeedDial:
+		if p.cfg.SpeedDial == "" {
+			return errors.New("no speed-dial number configured")
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			if err := p.Call(ctx, p.cfg.SpeedDial); err != nil {
+				p.log.Warn("speed dial failed", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// ToggleMute mutes or unmutes the microphone of the call in progress.
+// Media keeps flowing (encoded silence): Meta drops calls without media.
+func (p *Phone) ToggleMute() (muted bool, err error) {
+	p.mu.Lock()
+	c := p.cur
+	if c == nil || c.state != Talking || c.sess == nil {
+		p.mu.Unlock()
+		return false, errors.New("no call in progress")
+	}
+	c.muted = !c.muted
+	muted = c.muted
+	c.sess.SetMute(muted)
+	p.mu.Unlock()
+	p.emit(c, map[bool]string{true: "muted", false: "unmuted"}[muted], "")
+	return muted, nil
+}
 
 // StatusJSON is Status for the control socket.
 func (p *Phone) StatusJSON() ([]byte, error) { return json.Marshal(p.Status()) }

@@ -367,3 +367,51 @@ func TestCancelWhileRingingStopsTheRing(t *testing.T) {
 		t.Fatalf("summary %+v, want cancelled", last)
 	}
 }
+
+func TestButtonPressesAndMute(t *testing.T) {
+	r := newRig(t, rigOpts{answer: "button"})
+	ctx := context.Background()
+	// A short press answers the ringing call.
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) && r.phone.Status().State != phone.Ringing {
+			time.Sleep(10 * time.Millisecond)
+		}
+		_ = r.phone.Press(phone.InShortPress)
+	}()
+	c, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("call: %v %d", err, c.Status())
+	}
+	r.waitState(t, phone.Talking)
+	time.Sleep(800 * time.Millisecond)
+	before := len(c.Recorded())
+	// The mute key silences the microphone but media keeps flowing.
+	if err := r.phone.Press(phone.InMuteKey); err != nil {
+		t.Fatal(err)
+	}
+	if !r.phone.Status().Muted {
+		t.Fatal("status does not show muted")
+	}
+	sentBefore := c.MediaStats().PacketsReceived
+	time.Sleep(800 * time.Millisecond)
+	rec := c.Recorded()
+	if c.MediaStats().PacketsReceived < sentBefore+25 {
+		t.Fatal("media paused while muted: Meta would drop the call")
+	}
+	requireTone(t, "before mute", rec[:before], 440)
+	tail := rec[len(rec)-audio.SampleRate/4:]
+	if rms := dsp.RMS(tail); rms > 100 {
+		t.Fatalf("muted audio still loud: RMS %.0f", rms)
+	}
+	// A short press while talking hangs up.
+	if err := r.phone.Press(phone.InShortPress); err != nil {
+		t.Fatal(err)
+	}
+	if last := r.lastEnd(t); last.EndedBy != sip.EndLocalBye {
+		t.Fatalf("ended by %q", last.EndedBy)
+	}
+	if err := r.phone.Press(phone.InMuteKey); err != nil {
+		t.Fatalf("mute key while idle must be a no-op, got %v", err)
+	}
+}

@@ -36,7 +36,7 @@ usage:
   waphone demo                      a demo call each way against a built-in Meta emulator
   waphone call [-config FILE] +NUMBER
                                     call a WhatsApp user (through the daemon if it runs)
-  waphone answer|hangup|status [-config FILE]
+  waphone answer|hangup|mute|status [-config FILE]
                                     drive the running daemon over its control socket
   waphone check-tls -config FILE    check the certificate against sip.hostname
   waphone version
@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(ctx, rest, stdout, stderr)
 	case "call":
 		err = cmdCall(ctx, rest, stdout, stderr)
-	case "answer", "hangup", "status":
+	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "check-tls":
 		err = cmdCheckTLS(rest, stdout, stderr)
@@ -171,6 +171,10 @@ func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr i
 	}
 	if cmd == "status" {
 		return printStatus(stdout, rep.Status)
+	}
+	if cmd == "mute" && rep.Muted != nil {
+		fmt.Fprintln(stdout, map[bool]string{true: "muted", false: "unmuted"}[*rep.Muted])
+		return nil
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil

@@ -22,13 +22,14 @@ import (
 type Phone interface {
 	Answer() error
 	Hangup() error
+	ToggleMute() (bool, error)
 	Call(ctx context.Context, number string) error
 	StatusJSON() ([]byte, error)
 }
 
 // Request is one command.
 type Request struct {
-	Cmd    string `json:"cmd"` // answer | hangup | call | status
+	Cmd    string `json:"cmd"` // answer | hangup | mute | call | status
 	Number string `json:"number,omitempty"`
 }
 
@@ -37,6 +38,7 @@ type Reply struct {
 	OK     bool            `json:"ok"`
 	Error  string          `json:"error,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
+	Muted  *bool           `json:"muted,omitempty"`
 }
 
 // Server serves the control socket.
@@ -108,6 +110,10 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		err = s.p.Answer()
 	case "hangup":
 		err = s.p.Hangup()
+	case "mute":
+		var muted bool
+		muted, err = s.p.ToggleMute()
+		rep.Muted = &muted
 	case "call":
 		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		err = s.p.Call(cctx, req.Number)
