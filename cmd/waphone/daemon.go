@@ -14,6 +14,7 @@ import (
 	ssip "github.com/emiago/sipgo/sip"
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/internal/logging"
 	"github.com/waphone/waphone/media"
 	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
@@ -191,7 +192,7 @@ func newLogger(level string) *slog.Logger {
 	default:
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(logging.NewHandler(os.Stderr, l))
 }
 
 var errUsage = errors.New("usage")

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/internal/control"
+	"github.com/waphone/waphone/internal/sdnotify"
+	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
 )
 
@@ -147,8 +150,15 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	log.Info("waphone running", "version", version, "number", cfg.SIP.Number, "answer", cfg.Phone.Answer,
 		"capture", cfg.Audio.Capture, "playback", cfg.Audio.Playback)
+	// systemd: READY only now that TLS listens and the audio spec opened.
+	notify := sdnotify.FromEnv()
+	if err := notify.Ready(); err != nil {
+		log.Warn("telling systemd we are ready failed", "err", err)
+	}
+	watchdog(ctx, notify, d.phone, log)
 	<-ctx.Done()
 	log.Info("shutting down")
+	_ = notify.Stopping()
 	<-done
 	return nil
 }
@@ -263,4 +273,29 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "call ended (%s) after %s\n", last.EndedBy, last.Duration)
 	}
 	return nil
+}
+
+// watchdog pings systemd while the phone's state can be read: a phone
+// wedged on its own lock stops the pings and systemd restarts it.
+func watchdog(ctx context.Context, n sdnotify.Notifier, p *phone.Phone, log *slog.Logger) {
+	every, ok := sdnotify.WatchdogInterval()
+	if !ok || !n.Enabled() {
+		return
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				st := p.Status()
+				_ = n.Status("phone " + string(st.State))
+				if err := n.Watchdog(); err != nil {
+					log.Warn("watchdog ping failed", "err", err)
+				}
+			}
+		}
+	}()
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,9 +135,29 @@ control_socket = "` + sock + `"
 	if err := os.Chmod(pw, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Under systemd: READY=1 and watchdog pings arrive on NOTIFY_SOCKET.
+	notifyPath := filepath.Join(dir, "notify.sock")
+	notifyConn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notifyConn.Close()
+	t.Setenv("NOTIFY_SOCKET", notifyPath)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmdRun(ctx, []string{"-config", cfgPath}, &errb) }()
+	seen := map[string]bool{}
+	_ = notifyConn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !seen["READY=1"] || !seen["WATCHDOG=1"] {
+		buf := make([]byte, 128)
+		n, err := notifyConn.Read(buf)
+		if err != nil {
+			t.Fatalf("notifications so far %v: %v", seen, err)
+		}
+		seen[string(buf[:n])] = true
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if fi, err := os.Stat(sock); err == nil {
