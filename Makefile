@@ -6,7 +6,10 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOFLAGS_B := -trimpath -tags '$(TAGS)'
 
-.PHONY: all build run test test-short lint demo interop bench fuzz deps clean
+PREFIX    ?= /usr
+DESTDIR   ?=
+
+.PHONY: all build run arm64 armv7 armv6 release smoke-arm check-systemd install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -48,6 +51,29 @@ bench:
 
 fuzz:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzAnswer -fuzztime 60s ./media/
+
+# Static cross builds for the Pi (see docs/build.md): bin/<arch>/waphone.
+arm64 armv7 armv6:
+	./scripts/cross.sh $@
+
+release: arm64 armv7 armv6
+	cd bin && sha256sum arm64/waphone armv7/waphone armv6/waphone > SHA256SUMS && cat SHA256SUMS
+
+# qemu-user: version on every arch, a whole demo call on arm64.
+smoke-arm:
+	./scripts/smoke-arm.sh
+
+check-systemd:
+	./scripts/check-systemd.sh
+
+install: build
+	install -D -m 0755 bin/waphone $(DESTDIR)$(PREFIX)/bin/waphone
+	install -D -m 0644 systemd/waphone.service $(DESTDIR)$(PREFIX)/lib/systemd/system/waphone.service
+	install -D -m 0644 systemd/waphone.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/waphone.conf
+	install -D -m 0644 systemd/waphone.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/waphone.conf
+	install -D -m 0644 systemd/60-waphone-gpio.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/60-waphone-gpio.rules
+	install -d -m 0750 $(DESTDIR)/etc/waphone
+	./bin/waphone example-config > $(DESTDIR)/etc/waphone/waphone.toml.example
 
 clean:
 	rm -rf bin

@@ -42,6 +42,7 @@ usage:
   waphone answer|hangup|mute|status [-config FILE]
                                     drive the running daemon over its control socket
   waphone check-tls -config FILE    check the certificate against sip.hostname
+  waphone example-config            print a commented config with every key
   waphone version
 
 exit status: 0 ok, 1 failed, 2 bad usage or config
@@ -77,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "check-tls":
 		err = cmdCheckTLS(rest, stdout, stderr)
+	case "example-config":
+		fmt.Fprint(stdout, config.Example())
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "waphone %s (commit %s)\n", version, commit)
 	case "help", "-h", "--help":
