@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: all build run arm64 armv7 armv6 release smoke-arm check-systemd install test test-short lint demo interop bench fuzz deps clean
+.PHONY: all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -62,6 +62,9 @@ release: arm64 armv7 armv6
 # qemu-user: version on every arch, a whole demo call on arm64.
 smoke-arm:
 	./scripts/smoke-arm.sh
+
+check-buildroot:
+	./scripts/check-buildroot.sh
 
 check-systemd:
 	./scripts/check-systemd.sh

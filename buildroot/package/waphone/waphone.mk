@@ -1,0 +1,36 @@
+################################################################################
+#
+# waphone
+#
+################################################################################
+
+WAPHONE_VERSION = 0.1.0
+# The external tree lives in waphone's own repository: build that checkout.
+WAPHONE_SITE = $(BR2_EXTERNAL_WAPHONE_PATH)/..
+WAPHONE_SITE_METHOD = local
+WAPHONE_LICENSE = Proprietary
+WAPHONE_GOMOD = github.com/waphone/waphone
+WAPHONE_BUILD_TARGETS = cmd/waphone
+WAPHONE_DEPENDENCIES = opus alsa-lib
+# Opus without libopusfile; the pure-Go resolver avoids glibc NSS at run time.
+WAPHONE_TAGS = nolibopusfile netgo osusergo
+WAPHONE_LDFLAGS = -X main.version=$(WAPHONE_VERSION)
+# miniaudio links ALSA directly instead of dlopen()ing it.
+WAPHONE_GO_ENV = \
+	CGO_CFLAGS="$(TARGET_CFLAGS) -DMA_NO_RUNTIME_LINKING -DMA_NO_PULSEAUDIO -DMA_NO_JACK" \
+	CGO_LDFLAGS="$(TARGET_LDFLAGS) -lasound -ldl -lm -lpthread"
+
+define WAPHONE_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(@D)/systemd/waphone.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/waphone.service
+	$(INSTALL) -D -m 0644 $(@D)/systemd/waphone.tmpfiles \
+		$(TARGET_DIR)/usr/lib/tmpfiles.d/waphone.conf
+	$(INSTALL) -D -m 0644 $(@D)/systemd/60-waphone-gpio.rules \
+		$(TARGET_DIR)/usr/lib/udev/rules.d/60-waphone-gpio.rules
+endef
+
+define WAPHONE_USERS
+	waphone -1 waphone -1 * /var/lib/waphone - audio,gpio,input waphone desk phone
+endef
+
+$(eval $(golang-package))
