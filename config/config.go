@@ -222,6 +222,14 @@ func (c *Config) validate(name string, raw []byte) error {
 			bad("media", f.key, "%q: want an IP address", f.v)
 		}
 	}
+	for _, a := range []struct{ key, v string }{{"capture", c.Audio.Capture}, {"playback", c.Audio.Playback}} {
+		kind, _, _ := strings.Cut(a.v, ":")
+		switch kind {
+		case "", "null", "default", "device", "tone", "wav":
+		default:
+			bad("audio", a.key, "%q: want default, device:NAME, tone:HZ, wav:FILE or null", a.v)
+		}
+	}
 	switch c.Phone.Answer {
 	case "auto", "button":
 	default:

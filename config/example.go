@@ -44,9 +44,9 @@ rtp_ports = "10000-10100"
 bind_address = ""
 
 [audio]
-# Capture: "tone:HZ", "wav:FILE" or "null".
+# Capture: "default" or "device:NAME" (a sound card, matched by name), "tone:HZ", "wav:FILE" or "null".
 capture = "null"
-# Playback: "wav:FILE" or "null".
+# Playback: "default" or "device:NAME", "wav:FILE" or "null".
 playback = "null"
 
 [phone]

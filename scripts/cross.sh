@@ -62,6 +62,6 @@ CGO_ENABLED=1 GOOS=linux GOARCH=$goarch GOARM=$goarm CC=$triple-gcc \
 	go build -trimpath -tags "nolibopusfile,netgo,osusergo$extra_tags" \
 	-ldflags "-s -w -X main.version=$version -X main.commit=$commit -extldflags '-static'" \
 	-o "bin/$arch/waphone" ./cmd/waphone 2>&1 |
-	grep -v 'statically linked applications requires at runtime\|in statically linked' || true
+	grep -v 'statically linked applications requires at runtime\|in statically linked\|libasound.a(\|^# github.com' || true
 test -x "bin/$arch/waphone"
 file "bin/$arch/waphone"

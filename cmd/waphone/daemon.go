@@ -29,6 +29,34 @@ type daemon struct {
 	ep    *sip.Endpoint
 	ln    net.Listener
 	wg    sync.WaitGroup
+	// headset is the sound device when audio.capture names one.
+	headset *audio.Headset
+}
+
+func isDeviceSpec(spec string) bool { return spec == "default" || strings.HasPrefix(spec, "device:") }
+
+// deviceSpecs tells a sound-device spec ("default", "device:NAME") from
+// the device-free ones (tone:, wav:, null).
+func deviceSpecs(capture, playback string) (capDev, playDev string, ok bool) {
+	dev := func(spec string) (string, bool) {
+		if spec == "default" {
+			return "default", true
+		}
+		name, found := strings.CutPrefix(spec, "device:")
+		return name, found
+	}
+	c, okc := dev(capture)
+	p, okp := dev(playback)
+	if !okc && !okp {
+		return "", "", false
+	}
+	if !okp {
+		p = "default"
+	}
+	if !okc {
+		c = "default"
+	}
+	return c, p, true
 }
 
 // daemonOptions are the seams the demo uses instead of files on disk.
@@ -94,6 +122,21 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		return nil, err
 	}
 	capture, playback := opt.capture, opt.playback
+	// A real sound device stays open for the daemon's life: no per-call
+	// open latency, and unplug/replug is watched in one place.
+	if capDev, playDev, ok := deviceSpecs(cfg.Audio.Capture, cfg.Audio.Playback); ok && capture == nil && playback == nil {
+		h, err := audio.OpenHeadset(audio.HeadsetConfig{Capture: capDev, Playback: playDev, Logger: log.With("component", "audio")})
+		if err != nil {
+			return nil, err
+		}
+		d.headset = h
+		if isDeviceSpec(cfg.Audio.Capture) {
+			capture = func() (phone.AudioSource, error) { return h.Source(), nil }
+		}
+		if isDeviceSpec(cfg.Audio.Playback) {
+			playback = func() (phone.AudioSink, error) { return h.Sink(), nil }
+		}
+	}
 	if capture == nil {
 		spec := cfg.Audio.Capture
 		if _, err := audio.OpenSource(spec); err != nil { // validate now: a typo should not wait for the first call
@@ -172,6 +215,9 @@ func (d *daemon) serve(ctx context.Context, getCert *sip.CertReloader) {
 
 func (d *daemon) close() {
 	d.phone.Close()
+	if d.headset != nil {
+		_ = d.headset.Close()
+	}
 	if d.ln != nil {
 		_ = d.ln.Close()
 	}
