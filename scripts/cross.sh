@@ -27,7 +27,10 @@ if [ -n "$need" ]; then
 	echo "installing:$need" >&2
 	dpkg --print-foreign-architectures | grep -qx "$deb" || $SUDO dpkg --add-architecture "$deb"
 	$SUDO apt-get update -qq || true # a mirror mid-sync for one arch must not stop us
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need || {
+		echo "cross.sh: could not install$need (Debian mirror?)" >&2
+		exit 3
+	}
 fi
 
 # alsa-lib, static, from Debian's source package.
