@@ -4,12 +4,12 @@ set -eu
 pkgs="libopus-dev libopusfile-dev pkg-config gcc sip-tester socat"
 missing=""
 for p in $pkgs; do
-	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+	dpkg -s "$p" >/dev/null 2>&1 || dpkg -s "$p:$(dpkg --print-architecture)" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-	$SUDO apt-get update -qq
+	$SUDO apt-get update -qq || true # one foreign arch mid-sync must not stop us
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
 fi
 if ! command -v go >/dev/null 2>&1; then
