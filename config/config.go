@@ -57,6 +57,7 @@ type Media struct {
 type Audio struct {
 	Capture  string `toml:"capture"`
 	Playback string `toml:"playback"`
+	Ringer   string `toml:"ringer"`
 }
 
 // Phone is the [phone] table.
@@ -65,6 +66,7 @@ type Phone struct {
 	AutoAnswerDelay Duration `toml:"auto_answer_delay"`
 	RingTimeout     Duration `toml:"ring_timeout"`
 	ControlSocket   string   `toml:"control_socket"`
+	SpeedDial       string   `toml:"speed_dial"`
 }
 
 // Board is the [board] table (GPIO lines by name like "GPIO17" or offset like "17").
@@ -72,6 +74,8 @@ type Board struct {
 	Chip       string `toml:"chip"`
 	ButtonLine string `toml:"button_line"`
 	LedLine    string `toml:"led_line"`
+	// HeadsetKeys finds the headset's key device: "auto", "off" or a name substring.
+	HeadsetKeys string `toml:"headset_keys"`
 }
 
 // Log is the [log] table.
@@ -102,6 +106,7 @@ func Default() Config {
 		Media: Media{KeyExchange: "dtls", RTPPorts: "10000-10100"},
 		Audio: Audio{Capture: "null", Playback: "null"},
 		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock"},
+		Board: Board{HeadsetKeys: "auto"},
 		Log:   Log{Level: "info"},
 	}
 }
@@ -222,7 +227,7 @@ func (c *Config) validate(name string, raw []byte) error {
 			bad("media", f.key, "%q: want an IP address", f.v)
 		}
 	}
-	for _, a := range []struct{ key, v string }{{"capture", c.Audio.Capture}, {"playback", c.Audio.Playback}} {
+	for _, a := range []struct{ key, v string }{{"capture", c.Audio.Capture}, {"playback", c.Audio.Playback}, {"ringer", c.Audio.Ringer}} {
 		kind, _, _ := strings.Cut(a.v, ":")
 		switch kind {
 		case "", "null", "default", "device", "tone", "wav":
@@ -240,6 +245,9 @@ func (c *Config) validate(name string, raw []byte) error {
 	}
 	if c.Phone.RingTimeout.Duration < 0 {
 		bad("phone", "ring_timeout", "must not be negative")
+	}
+	if d := c.Phone.SpeedDial; d != "" && !e164RE.MatchString(d) {
+		bad("phone", "speed_dial", "%q: want E.164 like +12195550714", d)
 	}
 	if c.Phone.ControlSocket == "" {
 		bad("phone", "control_socket", "is required")

@@ -48,6 +48,8 @@ bind_address = ""
 capture = "null"
 # Playback: "default" or "device:NAME", "wav:FILE" or "null".
 playback = "null"
+# Where incoming calls ring besides nothing else: a speaker ("device:NAME"). Empty = the playback device.
+ringer = ""
 
 [phone]
 # "auto" answers by itself (after auto_answer_delay); "button" waits for the button.
@@ -57,12 +59,17 @@ auto_answer_delay = "0s"
 ring_timeout = "60s"
 # waphone answer/hangup/status/call talk to the daemon here (mode 0600).
 control_socket = "/run/waphone/control.sock"
+# A long press of the button while idle calls this number. Empty = off.
+speed_dial = ""
 
 [board]
 # GPIO chip ("gpiochip0") or "" for none; lines by name ("GPIO17") or offset ("17").
 chip = ""
 button_line = ""
 led_line = ""
+# The headset's keys (answer/hang up, mute, volume): "auto" finds a USB headset by name,
+# "off", or a substring of the input device's name.
+headset_keys = "auto"
 
 [log]
 # debug, info, warn or error.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/media"
 	"github.com/waphone/waphone/sip"
 )
@@ -53,6 +54,8 @@ type Config struct {
 	Media           media.Config
 	Capture         func() (AudioSource, error)
 	Playback        func() (AudioSink, error)
+	// Ringer is where an incoming call rings (a speaker); nil = Playback.
+	Ringer func() (AudioSink, error)
 	// OnEvent, if set, sees every event as it happens (tests, the demo).
 	OnEvent func(Event)
 	// OnCallEnd, if set, gets every call's summary once it ended (call history).
@@ -202,6 +205,15 @@ func (p *Phone) runInbound(c *call, ic *sip.InboundCall, answer []byte) {
 		p.log.Warn("sending 180 failed", "err", err)
 	}
 	p.emit(c, "ringing", c.info.Remote)
+	ringer := p.cfg.Ringer
+	if ringer == nil {
+		ringer = p.cfg.Playback
+	}
+	stopRing := func() {}
+	if p.cfg.Answer != "auto" || p.cfg.AutoAnswerDelay > 0 {
+		stopRing = p.playTone(ringer, audio.RingCadence)
+	}
+	defer stopRing()
 
 	var autoC <-chan time.Time
 	if p.cfg.Answer == "auto" {
@@ -226,6 +238,7 @@ func (p *Phone) runInbound(c *call, ic *sip.InboundCall, answer []byte) {
 		endedBy, reason = ic.Ended()
 		return
 	}
+	stopRing() // CANCEL, timeout and answer all stop the ring at once
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	err := ic.Answer(ctx, answer)
 	cancel()
@@ -336,6 +349,46 @@ func (p *Phone) openAudio() (AudioSource, AudioSink, error) {
 	return src, sink, errors.Join(errs...)
 }
 
+// playTone writes a tone cadence into a sink at real-time pace until the
+// returned stop is called (stop waits for the sink to be closed).
+func (p *Phone) playTone(open func() (AudioSink, error), segs []audio.Segment) (stop func()) {
+	if open == nil {
+		return func() {}
+	}
+	sink, err := open()
+	if err != nil {
+		p.log.Warn("cannot play a tone", "err", err)
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer sink.Close()
+		tone := audio.NewCadence(segs, 0.25)
+		frame := make([]int16, audio.FrameSamples)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				_ = tone.ReadFrame(frame)
+				if err := sink.WriteFrame(frame); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
+	}
+}
+
 // finish closes media, logs the end-of-call line and returns to idle.
 func (p *Phone) finish(c *call, endedBy, reason string) {
 	if c.sess != nil {
@@ -429,14 +482,21 @@ func (p *Phone) Call(ctx context.Context, number string) error {
 		case <-dctx.Done():
 		}
 	}()
+	stopRingback := func() {}
+	var rbOnce sync.Once
 	oc, err := p.dialer.Dial(dctx, number, offer, func(code int, reason string) {
 		if code == 180 || code == 183 {
 			p.setState(c, Ringback, "ringback", fmt.Sprintf("%d %s", code, reason))
+			rbOnce.Do(func() { stopRingback = p.playTone(p.cfg.Playback, audio.RingbackCadence) })
 		}
 	})
+	stopRingback()
 	if err != nil {
 		var ce *sip.CallError
 		if errors.As(err, &ce) {
+			// Busy or refused: two seconds of busy tone tell the user.
+			stopBusy := p.playTone(p.cfg.Playback, audio.BusyCadence)
+			time.AfterFunc(2*time.Second, stopBusy)
 			p.finish(c, sip.EndRejected, ce.Error())
 		} else {
 			p.finish(c, sip.EndFailed, err.Error())

@@ -45,6 +45,7 @@ type rigOpts struct {
 	ringTimeout  time.Duration
 	ourHost      string // our sip.hostname; differs from metasim's BusinessHost for the 403 test
 	rejectStatus int
+	ringer       *audio.Recorder
 }
 
 func logger() *slog.Logger {
@@ -86,6 +87,12 @@ func newRig(t *testing.T, o rigOpts) *rig {
 			r.rec = rec
 			r.mu.Unlock()
 			return rec, nil
+		},
+		Ringer: func() (phone.AudioSink, error) {
+			if o.ringer == nil {
+				return audio.Null{}, nil
+			}
+			return o.ringer, nil
 		},
 		OnEvent: func(ev phone.Event) {
 			r.mu.Lock()
@@ -413,5 +420,28 @@ func TestButtonPressesAndMute(t *testing.T) {
 	}
 	if err := r.phone.Press(phone.InMuteKey); err != nil {
 		t.Fatalf("mute key while idle must be a no-op, got %v", err)
+	}
+}
+
+func TestRingToneWhileRinging(t *testing.T) {
+	ringer := audio.NewRecorder(audio.SampleRate * 5)
+	r := newRig(t, rigOpts{answer: "button", ringTimeout: 700 * time.Millisecond, ringer: ringer})
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 480 {
+		t.Fatalf("%v %d", err, c.Status())
+	}
+	r.waitState(t, phone.Idle)
+	pcm := ringer.Samples()
+	if len(pcm) < audio.SampleRate/3 {
+		t.Fatalf("only %d samples of ring", len(pcm))
+	}
+	first := pcm[:audio.SampleRate/5]
+	if dsp.ToneRatio(first, audio.SampleRate, 400) < 0.2 || dsp.ToneRatio(first, audio.SampleRate, 450) < 0.2 {
+		t.Fatal("the ringer did not ring 400+450 Hz")
+	}
+	n := len(ringer.Samples())
+	time.Sleep(200 * time.Millisecond)
+	if len(ringer.Samples()) != n {
+		t.Fatal("still ringing after the call ended")
 	}
 }

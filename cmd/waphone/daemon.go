@@ -13,6 +13,7 @@ import (
 
 	ssip "github.com/emiago/sipgo/sip"
 	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/board"
 	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/internal/logging"
 	"github.com/waphone/waphone/media"
@@ -31,6 +32,72 @@ type daemon struct {
 	wg    sync.WaitGroup
 	// headset is the sound device when audio.capture names one.
 	headset *audio.Headset
+	ringer  *audio.Headset
+	board   *board.Board
+}
+
+// showOnLED mirrors the phone's state on the LED.
+func (d *daemon) showOnLED(ev phone.Event) {
+	if d.board == nil {
+		return
+	}
+	switch ev.State {
+	case phone.Ringing:
+		d.board.SetLED(board.Blink)
+	case phone.Talking, phone.Dialing, phone.Ringback:
+		d.board.SetLED(board.On)
+	default:
+		d.board.SetLED(board.Off)
+	}
+}
+
+// openBoard starts the button, LED and headset keys, and feeds their
+// events to the phone until ctx ends. Faults leave the phone working.
+func (d *daemon) openBoard(ctx context.Context) {
+	b, err := board.Open(board.Config{
+		Chip: d.cfg.Board.Chip, ButtonLine: d.cfg.Board.ButtonLine, LedLine: d.cfg.Board.LedLine,
+		HeadsetKeys: d.cfg.Board.HeadsetKeys, Logger: d.log.With("component", "board"),
+	})
+	d.board = b
+	if err != nil {
+		b.SetLED(board.FastBlink) // something is misconfigured: say so on the desk
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		volume := 1.0
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-b.Events():
+				if !ok {
+					return
+				}
+				var err error
+				switch ev.Kind {
+				case board.ShortPress, board.Hook:
+					err = d.phone.Press(phone.InShortPress)
+				case board.LongPress:
+					err = d.phone.Press(phone.InLongPress)
+				case board.Mute:
+					err = d.phone.Press(phone.InMuteKey)
+				case board.VolumeUp, board.VolumeDown:
+					if ev.Kind == board.VolumeUp {
+						volume = min(2, volume+0.125)
+					} else {
+						volume = max(0, volume-0.125)
+					}
+					if d.headset != nil {
+						d.headset.SetVolume(volume)
+					}
+				}
+				if err != nil {
+					d.log.Info("key ignored", "key", ev.Kind, "source", ev.Source, "why", err)
+				}
+			}
+		}
+	}()
 }
 
 func isDeviceSpec(spec string) bool { return spec == "default" || strings.HasPrefix(spec, "device:") }
@@ -148,10 +215,24 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		spec := cfg.Audio.Playback
 		playback = func() (phone.AudioSink, error) { return audio.OpenSink(spec) }
 	}
+	var ringer func() (phone.AudioSink, error)
+	if spec := cfg.Audio.Ringer; spec != "" {
+		ringer = func() (phone.AudioSink, error) { return audio.OpenSink(spec) }
+		if isDeviceSpec(spec) {
+			// A separate speaker: its own device, playback only.
+			rh, err := audio.OpenHeadset(audio.HeadsetConfig{Playback: strings.TrimPrefix(spec, "device:"), Logger: log.With("component", "ringer")})
+			if err != nil {
+				return nil, err
+			}
+			d.ringer = rh
+			ringer = func() (phone.AudioSink, error) { return rh.Sink(), nil }
+		}
+	}
 	d.phone = phone.New(phone.Config{
 		Answer: cfg.Phone.Answer, AutoAnswerDelay: cfg.Phone.AutoAnswerDelay.Duration,
-		RingTimeout: cfg.Phone.RingTimeout.Duration, Media: mc,
-		Capture: capture, Playback: playback, Logger: log,
+		RingTimeout: cfg.Phone.RingTimeout.Duration, SpeedDial: cfg.Phone.SpeedDial, Media: mc,
+		Capture: capture, Playback: playback, Ringer: ringer, Logger: log,
+		OnEvent: d.showOnLED,
 	})
 	allow, err := sip.ParseAllow(cfg.SIP.Allow)
 	if err != nil {
@@ -217,6 +298,12 @@ func (d *daemon) close() {
 	d.phone.Close()
 	if d.headset != nil {
 		_ = d.headset.Close()
+	}
+	if d.ringer != nil {
+		_ = d.ringer.Close()
+	}
+	if d.board != nil {
+		_ = d.board.Close()
 	}
 	if d.ln != nil {
 		_ = d.ln.Close()

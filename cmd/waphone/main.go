@@ -146,6 +146,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	d.serve(ctx, certs)
+	d.openBoard(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
