@@ -28,7 +28,10 @@ type HeadsetConfig struct {
 	Backends []malgo.Backend
 	// PeriodMs is the callback period: 10 or 20 ms.
 	PeriodMs int
-	Logger   *slog.Logger
+	// Monitor, if set, sees every block played, on the device thread: it
+	// must neither block nor allocate (level meters, tests).
+	Monitor func(played []int16)
+	Logger  *slog.Logger
 }
 
 // Headset is a USB headset (or any sound card) as one duplex stream at
@@ -172,6 +175,9 @@ func (h *Headset) callback(out, in []byte, frames uint32) {
 				s := int32(v) * int32(g) >> 10
 				pcm[i] = int16(max(-32768, min(32767, s)))
 			}
+		}
+		if h.cfg.Monitor != nil {
+			h.cfg.Monitor(pcm)
 		}
 	}
 }

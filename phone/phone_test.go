@@ -2,7 +2,9 @@ package phone_test
 
 import (
 	"context"
+
 	"errors"
+	"github.com/gen2brain/malgo"
 	"io"
 	"log/slog"
 	"net"
@@ -46,6 +48,7 @@ type rigOpts struct {
 	ourHost      string // our sip.hostname; differs from metasim's BusinessHost for the 403 test
 	rejectStatus int
 	ringer       *audio.Recorder
+	headset      *audio.Headset // when set, the call's audio goes through it
 }
 
 func logger() *slog.Logger {
@@ -79,9 +82,17 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r := &rig{sim: sim}
 	r.phone = phone.New(phone.Config{
 		Answer: o.answer, RingTimeout: o.ringTimeout,
-		Media:   media.Config{KeyExchange: "sdes", BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
-		Capture: func() (phone.AudioSource, error) { return audio.NewTone(440, 0.3), nil },
+		Media: media.Config{KeyExchange: "sdes", BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
+		Capture: func() (phone.AudioSource, error) {
+			if o.headset != nil {
+				return o.headset.Source(), nil
+			}
+			return audio.NewTone(440, 0.3), nil
+		},
 		Playback: func() (phone.AudioSink, error) {
+			if o.headset != nil {
+				return o.headset.Sink(), nil
+			}
 			rec := audio.NewRecorder(audio.SampleRate * 20)
 			r.mu.Lock()
 			r.rec = rec
@@ -443,5 +454,36 @@ func TestRingToneWhileRinging(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if len(ringer.Samples()) != n {
 		t.Fatal("still ringing after the call ended")
+	}
+}
+
+// TestCallThroughMalgoNullDevice runs a metasim call whose audio goes
+// through the real malgo path (miniaudio's Null backend at real-time pace):
+// Meta's 1000 Hz tone must come out of the device callback.
+func TestCallThroughMalgoNullDevice(t *testing.T) {
+	played := audio.NewRecorder(audio.SampleRate * 10)
+	h, err := audio.OpenHeadset(audio.HeadsetConfig{
+		Backends: []malgo.Backend{audio.BackendNull}, PeriodMs: 10,
+		Monitor: func(pcm []int16) { _ = played.WriteFrame(pcm) },
+		Logger:  logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	r := newRig(t, rigOpts{headset: h})
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("%v %d", err, c.Status())
+	}
+	time.Sleep(1500 * time.Millisecond)
+	_ = c.Hangup(context.Background())
+	r.waitState(t, phone.Idle)
+	requireTone(t, "the Null device played Meta's tone", played.Samples(), 1000)
+	if c.MediaStats().PacketsReceived < 50 {
+		t.Fatal("the headset's (silent) microphone did not keep media flowing")
+	}
+	if st := h.Stats(); st.Callbacks < 100 {
+		t.Fatalf("device callbacks %d", st.Callbacks)
 	}
 }
