@@ -127,3 +127,21 @@ func BenchmarkHeadsetCallback(b *testing.B) {
 		h.callback(out, in, 480)
 	}
 }
+
+// BenchmarkRingLatency reports how much audio waits in the playback ring
+// between the media loop (20 ms frames) and a 10 ms device callback.
+func BenchmarkRingLatency(b *testing.B) {
+	r := NewRing(SampleRate / 5)
+	frame := make([]int16, FrameSamples)
+	period := make([]int16, FrameSamples/2)
+	var sum, n int
+	for i := 0; i < b.N; i++ {
+		r.Write(frame) // media loop: one frame
+		for j := 0; j < 2; j++ {
+			sum += r.Buffered()
+			n++
+			r.Read(period) // device: two 10 ms periods
+		}
+	}
+	b.ReportMetric(float64(sum)/float64(n)/float64(SampleRate)*1000, "ms-buffered")
+}

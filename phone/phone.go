@@ -58,6 +58,8 @@ type Config struct {
 	Ringer func() (AudioSink, error)
 	// OnEvent, if set, sees every event as it happens (tests, the demo).
 	OnEvent func(Event)
+	// DeviceStatus, if set, adds the sound device's state to Status (plugged, xruns).
+	DeviceStatus func() any
 	// OnCallEnd, if set, gets every call's summary once it ended (call history).
 	OnCallEnd func(CallSummary)
 	Logger    *slog.Logger
@@ -531,6 +533,7 @@ type Status struct {
 	Since    time.Time     `json:"since,omitempty"`
 	Media    *media.Stats  `json:"media,omitempty"`
 	Muted    bool          `json:"muted,omitempty"`
+	Audio    any           `json:"audio,omitempty"`
 	LastCall *CallSummary  `json:"last_call,omitempty"`
 	Events   []Event       `json:"events"`
 }
@@ -540,6 +543,9 @@ func (p *Phone) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := Status{State: Idle, LastCall: p.last}
+	if p.cfg.DeviceStatus != nil {
+		st.Audio = p.cfg.DeviceStatus()
+	}
 	st.Events = append(st.Events, p.history...)
 	if c := p.cur; c != nil {
 		st.State = c.state

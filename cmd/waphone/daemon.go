@@ -233,6 +233,12 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		RingTimeout: cfg.Phone.RingTimeout.Duration, SpeedDial: cfg.Phone.SpeedDial, Media: mc,
 		Capture: capture, Playback: playback, Ringer: ringer, Logger: log,
 		OnEvent: d.showOnLED,
+		DeviceStatus: func() any {
+			if d.headset == nil {
+				return nil
+			}
+			return d.headset.Stats()
+		},
 	})
 	allow, err := sip.ParseAllow(cfg.SIP.Allow)
 	if err != nil {

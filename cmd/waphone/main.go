@@ -200,6 +200,8 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 		Call  *sip.CallInfo   `json:"call"`
 		Since time.Time       `json:"since"`
 		Media json.RawMessage `json:"media"`
+		Audio json.RawMessage `json:"audio"`
+		Muted bool            `json:"muted"`
 		Last  json.RawMessage `json:"last_call"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
@@ -214,6 +216,12 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 				fmt.Fprintf(w, "  %s: %s\n", kv[0], kv[1])
 			}
 		}
+	}
+	if st.Muted {
+		fmt.Fprintln(w, "microphone: muted")
+	}
+	if len(st.Audio) > 0 && string(st.Audio) != "null" {
+		fmt.Fprintf(w, "audio device: %s\n", st.Audio)
 	}
 	if len(st.Media) > 0 && string(st.Media) != "null" {
 		fmt.Fprintf(w, "media: %s\n", st.Media)
