@@ -27,7 +27,18 @@ type Config struct {
 	Audio Audio `toml:"audio"`
 	Phone Phone `toml:"phone"`
 	Board Board `toml:"board"`
+	Graph Graph `toml:"graph"`
 	Log   Log   `toml:"log"`
+}
+
+// Graph is the [graph] table: Meta's Graph API, for `waphone setup`.
+type Graph struct {
+	BaseURL              string            `toml:"base_url"`
+	Version              string            `toml:"version"`
+	PhoneNumberID        string            `toml:"phone_number_id"`
+	TokenFile            string            `toml:"token_file"`
+	WebhookDelivery      bool              `toml:"webhook_delivery"`
+	RequestURIUserParams map[string]string `toml:"request_uri_user_params"`
 }
 
 // SIP is the [sip] table.
@@ -107,6 +118,7 @@ func Default() Config {
 		Audio: Audio{Capture: "null", Playback: "null"},
 		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock"},
 		Board: Board{HeadsetKeys: "auto"},
+		Graph: Graph{BaseURL: "https://graph.facebook.com", Version: "v23.0"},
 		Log:   Log{Level: "info"},
 	}
 }
@@ -274,31 +286,75 @@ func (m Media) PortRange() (lo, hi int, err error) {
 // BusinessDigits is the number without '+', as Meta's digest username.
 func (s SIP) BusinessDigits() string { return strings.TrimPrefix(s.Number, "+") }
 
+// ReadToken reads the Graph API token with the same rules as the password.
+func ReadToken(path string) (string, error) {
+	tok, err := readSecret(path, "graph.token_file")
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// WriteSecret replaces path atomically with mode 0600 (temp file in the
+// same directory, fsync, rename), so a power cut leaves the old or the new
+// password, never half of one.
+func WriteSecret(path, secret string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".secret-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err == nil {
+		if _, err = f.WriteString(secret + "\n"); err == nil {
+			err = f.Sync()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err == nil {
+		if d, derr := os.Open(dir); derr == nil {
+			_ = d.Sync()
+			d.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
 // ReadPassword reads Meta's SIP password. The file must not be readable by
 // group or others. A relative path is looked up in $CREDENTIALS_DIRECTORY
 // when systemd passes the secret with LoadCredential=. Errors never contain
 // the password.
-func ReadPassword(path string) (string, error) {
+func ReadPassword(path string) (string, error) { return readSecret(path, "sip.password_file") }
+
+func readSecret(path, key string) (string, error) {
 	if path == "" {
-		return "", errors.New("sip.password_file is not set")
+		return "", fmt.Errorf("%s is not set", key)
 	}
 	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" && !filepath.IsAbs(path) {
 		path = filepath.Join(dir, path)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("sip.password_file: %w", err)
+		return "", fmt.Errorf("%s: %w", key, err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("sip.password_file %s is mode %04o: must be 0600 or stricter (chmod 600 %s)", path, fi.Mode().Perm(), path)
+		return "", fmt.Errorf("%s %s is mode %04o: must be 0600 or stricter (chmod 600 %s)", key, path, fi.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("sip.password_file: %w", err)
+		return "", fmt.Errorf("%s: %w", key, err)
 	}
 	pw := strings.TrimRight(string(b), "\r\n")
 	if pw == "" {
-		return "", fmt.Errorf("sip.password_file %s is empty", path)
+		return "", fmt.Errorf("%s %s is empty", key, path)
 	}
 	return pw, nil
 }

@@ -115,3 +115,24 @@ func TestReadPassword(t *testing.T) {
 		t.Fatal("empty path accepted")
 	}
 }
+
+func TestWriteSecretAtomic0600(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sip-password")
+	if err := os.WriteFile(p, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSecret(p, "new-pw"); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	b, _ := os.ReadFile(p)
+	if fi.Mode().Perm() != 0o600 || string(b) != "new-pw\n" {
+		t.Fatalf("mode %o content %q", fi.Mode().Perm(), b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".secret-*")); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+	if pw, err := ReadPassword(p); err != nil || pw != "new-pw" {
+		t.Fatalf("%q %v", pw, err)
+	}
+}

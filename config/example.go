@@ -71,6 +71,19 @@ led_line = ""
 # "off", or a substring of the input device's name.
 headset_keys = "auto"
 
+[graph]
+# Meta's Graph API, used by ` + "`waphone setup`" + ` only (not by the running phone).
+base_url = "https://graph.facebook.com"
+version = "v23.0"
+# The number's ID in WhatsApp Manager (not the phone number).
+phone_number_id = ""
+# An access token with whatsapp_business_management; mode 0600, never logged.
+token_file = "/etc/waphone/graph-token"
+# Send SIP call lifecycle webhooks (call_created, terminate) to your webhook endpoint.
+webhook_delivery = false
+# Extra user parameters Meta appends to the Request-URI of its INVITEs (e.g. trunk groups).
+[graph.request_uri_user_params]
+
 [log]
 # debug, info, warn or error.
 level = "info"

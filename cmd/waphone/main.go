@@ -41,6 +41,8 @@ usage:
                                     call a WhatsApp user (through the daemon if it runs)
   waphone answer|hangup|mute|status [-config FILE]
                                     drive the running daemon over its control socket
+  waphone setup -config FILE [--dry-run|--show|--reset-password]
+                                    configure the number's SIP settings at Meta, store the password
   waphone check-tls -config FILE    check the certificate against sip.hostname
   waphone example-config            print a commented config with every key
   waphone version
@@ -76,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCall(ctx, rest, stdout, stderr)
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
+	case "setup":
+		err = cmdSetup(ctx, rest, stdout, stderr)
 	case "check-tls":
 		err = cmdCheckTLS(rest, stdout, stderr)
 	case "example-config":
