@@ -28,7 +28,13 @@ type Config struct {
 	Phone Phone `toml:"phone"`
 	Board Board `toml:"board"`
 	Graph Graph `toml:"graph"`
+	State State `toml:"state"`
 	Log   Log   `toml:"log"`
+}
+
+// State is the [state] table: where waphone keeps what it learns (call history).
+type State struct {
+	Dir string `toml:"dir"` // systemd's $STATE_DIRECTORY wins when set
 }
 
 // Graph is the [graph] table: Meta's Graph API, for `waphone setup`.
@@ -119,6 +125,7 @@ func Default() Config {
 		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock"},
 		Board: Board{HeadsetKeys: "auto"},
 		Graph: Graph{BaseURL: "https://graph.facebook.com", Version: "v23.0"},
+		State: State{Dir: "/var/lib/waphone"},
 		Log:   Log{Level: "info"},
 	}
 }

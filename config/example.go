@@ -84,6 +84,10 @@ webhook_delivery = false
 # Extra user parameters Meta appends to the Request-URI of its INVITEs (e.g. trunk groups).
 [graph.request_uri_user_params]
 
+[state]
+# Call history (calls.jsonl) lives here; systemd's StateDirectory= overrides it.
+dir = "/var/lib/waphone"
+
 [log]
 # debug, info, warn or error.
 level = "info"

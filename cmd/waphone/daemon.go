@@ -15,6 +15,7 @@ import (
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/board"
 	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/internal/logging"
 	"github.com/waphone/waphone/media"
 	"github.com/waphone/waphone/phone"
@@ -34,6 +35,37 @@ type daemon struct {
 	headset *audio.Headset
 	ringer  *audio.Headset
 	board   *board.Board
+	history *history.Store
+}
+
+func stateDir(cfg config.Config) string {
+	if dir := os.Getenv("STATE_DIRECTORY"); dir != "" {
+		return strings.SplitN(dir, ":", 2)[0]
+	}
+	return cfg.State.Dir
+}
+
+// record appends a finished call to the history (fsynced).
+func (d *daemon) record(sum phone.CallSummary) {
+	if d.history == nil {
+		return
+	}
+	in := sum.Info
+	rec := history.Record{
+		Direction: sum.Direction, Remote: in.Remote, Username: in.Username, WACID: in.WACID,
+		UserID: in.UserID, ParentUserID: in.ParentUserID, CTAPayload: in.CTAPayload, DeeplinkPayload: in.DeeplinkPayload,
+		Start: sum.Start, Answered: sum.Answered, End: sum.End, Duration: sum.Duration,
+		EndedBy: sum.EndedBy, Reason: sum.Reason,
+	}
+	if in.DurationSec > 0 {
+		rec.MetaDurationSec = in.DurationSec
+	}
+	if sum.Media != nil {
+		rec.Quality = sum.Media
+	}
+	if err := d.history.Append(rec); err != nil {
+		d.log.Error("call history not written", "err", err)
+	}
 }
 
 // showOnLED mirrors the phone's state on the LED.
@@ -232,7 +264,8 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		Answer: cfg.Phone.Answer, AutoAnswerDelay: cfg.Phone.AutoAnswerDelay.Duration,
 		RingTimeout: cfg.Phone.RingTimeout.Duration, SpeedDial: cfg.Phone.SpeedDial, Media: mc,
 		Capture: capture, Playback: playback, Ringer: ringer, Logger: log,
-		OnEvent: d.showOnLED,
+		OnEvent:   d.showOnLED,
+		OnCallEnd: d.record,
 		DeviceStatus: func() any {
 			if d.headset == nil {
 				return nil

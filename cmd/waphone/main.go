@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/internal/control"
 	"github.com/waphone/waphone/internal/sdnotify"
 	"github.com/waphone/waphone/phone"
@@ -45,6 +46,8 @@ usage:
                                     configure the number's SIP settings at Meta, store the password
   waphone check-tls -config FILE    check the certificate against sip.hostname
   waphone example-config            print a commented config with every key
+  waphone history [-config FILE] [--json] [--since 24h|2006-01-02]
+                                    the call log
   waphone version
 
 exit status: 0 ok, 1 failed, 2 bad usage or config
@@ -78,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCall(ctx, rest, stdout, stderr)
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
+	case "history":
+		err = cmdHistory(rest, stdout, stderr)
 	case "setup":
 		err = cmdSetup(ctx, rest, stdout, stderr)
 	case "check-tls":
@@ -145,6 +150,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return configError{err}
 	}
 	defer d.close()
+	if d.history, err = history.Open(stateDir(cfg)); err != nil {
+		log.Error("call history unavailable; calls will not be logged to disk", "err", err)
+	}
 	ctl, err := control.Listen(cfg.Phone.ControlSocket, d.phone, log)
 	if err != nil {
 		return err
@@ -314,4 +322,56 @@ func watchdog(ctx context.Context, n sdnotify.Notifier, p *phone.Phone, log *slo
 			}
 		}
 	}()
+}
+
+func cmdHistory(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("history", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	asJSON := fs.Bool("json", false, "one JSON object per call")
+	sinceStr := fs.String("since", "", "only calls since a duration ago (24h) or a date (2006-01-02)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configError{err}
+	}
+	var since time.Time
+	if *sinceStr != "" {
+		if d, err := time.ParseDuration(*sinceStr); err == nil {
+			since = time.Now().Add(-d)
+		} else if t, err := time.ParseInLocation("2006-01-02", *sinceStr, time.Local); err == nil {
+			since = t
+		} else {
+			fmt.Fprintf(stderr, "--since %q: want a duration like 24h or a date like 2026-11-01\n", *sinceStr)
+			return errUsage
+		}
+	}
+	store, err := history.Open(stateDir(cfg))
+	if err != nil {
+		return err
+	}
+	recs, torn, err := store.Read(since)
+	if err != nil {
+		return err
+	}
+	if torn > 0 {
+		fmt.Fprintf(stderr, "warning: %d unreadable line(s) skipped in %s (a power cut mid-write)\n", torn, store.Path())
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, r := range recs {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", "START", "DIR", "REMOTE", "DURATION", "ENDED BY", "WACID")
+	for _, r := range recs {
+		fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", r.Start.Local().Format("2006-01-02 15:04:05"),
+			r.Direction, r.Remote, r.Duration.Round(time.Second), r.EndedBy, r.WACID)
+	}
+	return nil
 }

@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/internal/control"
 	"github.com/waphone/waphone/internal/testpki"
+	"github.com/waphone/waphone/phone"
+	"github.com/waphone/waphone/sip"
 )
 
 func TestVersionAndUsage(t *testing.T) {
@@ -198,3 +201,33 @@ control_socket = "` + sock + `"
 }
 
 func testpkiEmptyPool() *x509.CertPool { return x509.NewCertPool() }
+
+func TestHistoryRecordAndList(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", dir)
+	cfgPath := filepath.Join(dir, "waphone.toml")
+	_ = os.WriteFile(cfgPath, []byte("[sip]\nhostname = \"sip.example.com\"\nnumber = \"+12145551869\"\n"), 0o644)
+	store, err := history.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{history: store, log: newLogger("error")}
+	start := time.Now().Add(-time.Minute)
+	d.record(phone.CallSummary{Direction: "inbound", Info: sip.CallInfo{Remote: "+12195550714", WACID: "wacid.HBgL", Username: "shopper", DurationSec: 42},
+		Start: start, Answered: start.Add(2 * time.Second), End: start.Add(44 * time.Second), Duration: 42 * time.Second, EndedBy: "remote-bye"})
+	var out, errb bytes.Buffer
+	if code := run([]string{"history", "-config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), "wacid.HBgL") || !strings.Contains(out.String(), "42s") {
+		t.Fatalf("history: %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"history", "-config", cfgPath, "--json", "--since", "1h"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"meta_duration_s":42`) {
+		t.Fatalf("history --json: %d %s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"history", "-config", cfgPath, "--since", "2999-01-01"}, &out, &errb); code != 0 || strings.Contains(out.String(), "wacid") {
+		t.Fatalf("history --since future: %s", out.String())
+	}
+	if code := run([]string{"history", "-config", cfgPath, "--since", "yesterday"}, &out, &errb); code != 2 {
+		t.Fatalf("bad --since exit %d", code)
+	}
+}
