@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"github.com/waphone/waphone/config"
 	"io"
+	"net"
 	"time"
 )
 
@@ -75,22 +78,36 @@ func checkCertFiles(certFile, keyFile, hostname string, roots *x509.CertPool, no
 func cmdCheckTLS(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check-tls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg, err := loadConfig(fs, args)
-	if err != nil {
-		return err
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	connect := fs.String("connect", "", "also connect to host:port like Meta does (\"-\" = sip.hostname and the listen port)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
 	}
-	if cfg.SIP.CertFile == "" {
-		return configError{fmt.Errorf("sip.cert_file is not set")}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configError{err}
 	}
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()
 	}
-	r := checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
-	for _, l := range r.lines {
-		fmt.Fprintln(stdout, l)
+	r := &tlsReport{}
+	if cfg.SIP.CertFile != "" {
+		r = checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
+	} else if *connect == "" {
+		return configError{fmt.Errorf("sip.cert_file is not set (or use -connect host:port)")}
 	}
-	if r.fail {
+	if *connect != "" {
+		addr := *connect
+		if addr == "-" {
+			_, port, _ := net.SplitHostPort(cfg.SIP.Listen)
+			addr = net.JoinHostPort(cfg.SIP.Hostname, port)
+		}
+		c := checkConnect(context.Background(), addr, cfg.SIP.Hostname, roots, time.Now())
+		r.lines = append(r.lines, c.lines...)
+		r.fail = r.fail || c.fail
+	}
+	if err := fmtReport(stdout, r); err != nil {
 		return fmt.Errorf("certificate check failed")
 	}
 	return nil

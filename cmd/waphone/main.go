@@ -46,6 +46,7 @@ usage:
                                     configure the number's SIP settings at Meta, store the password
   waphone check-tls -config FILE    check the certificate against sip.hostname
   waphone example-config            print a commented config with every key
+  waphone doctor -config FILE       check everything a working phone needs
   waphone history [-config FILE] [--json] [--since 24h|2006-01-02]
                                     the call log
   waphone version
@@ -81,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCall(ctx, rest, stdout, stderr)
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
+	case "doctor":
+		err = cmdDoctor(ctx, rest, stdout, stderr)
 	case "history":
 		err = cmdHistory(rest, stdout, stderr)
 	case "setup":

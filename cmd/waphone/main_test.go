@@ -231,3 +231,34 @@ func TestHistoryRecordAndList(t *testing.T) {
 		t.Fatalf("bad --since exit %d", code)
 	}
 }
+
+func TestDoctor(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := testpki.NewCA("doctor CA")
+	cf, kf := writeCert(t, ca, dir, time.Now().Add(90*24*time.Hour), "sip.example.com")
+	pw := filepath.Join(dir, "pw")
+	_ = os.WriteFile(pw, []byte("x\n"), 0o644) // too open: a FAIL
+	cfgPath := filepath.Join(dir, "waphone.toml")
+	_ = os.WriteFile(cfgPath, []byte(`[sip]
+hostname = "sip.example.com"
+listen = "127.0.0.1:1"
+cert_file = "`+cf+`"
+key_file = "`+kf+`"
+number = "+12145551869"
+password_file = "`+pw+`"
+[board]
+chip = "gpiochip99"
+`), 0o644)
+	var out, errb bytes.Buffer
+	code := run([]string{"doctor", "-config", cfgPath}, &out, &errb)
+	text := out.String()
+	for _, want := range []string{"ok    config", "FAIL  SIP password", "ok    certificate covers sip.example.com",
+		"signed by unknown authority", "FAIL  nothing answers TLS", "FAIL  GPIO chip /dev/gpiochip99", "warn  sip.allow is empty", "clock"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("doctor report lacks %q:\n%s", want, text)
+		}
+	}
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 on failures", code)
+	}
+}

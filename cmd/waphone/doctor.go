@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/graph"
+)
+
+// cmdDoctor checks everything a working phone needs and prints one
+// pass/warn/fail line each, with what to do. Exit status 1 on any FAIL.
+func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	r := &tlsReport{}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		r.bad("config %s: %v", *path, err)
+		return fmtReport(stdout, r)
+	}
+	r.ok("config %s is valid", *path)
+
+	if pwPath := cfg.SIP.PasswordFile; pwPath == "" {
+		r.bad("sip.password_file is not set (fix: `waphone setup` fetches Meta's SIP password)")
+	} else if _, err := config.ReadPassword(pwPath); err != nil {
+		r.bad("SIP password: %v", err)
+	} else {
+		r.ok("SIP password file readable and private")
+	}
+
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if cfg.SIP.CertFile != "" {
+		c := checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
+		r.lines, r.fail = append(r.lines, c.lines...), r.fail || c.fail
+	} else {
+		r.bad("sip.cert_file is not set: Meta needs a certificate for %s", cfg.SIP.Hostname)
+	}
+
+	_, port, _ := net.SplitHostPort(cfg.SIP.Listen)
+	local := net.JoinHostPort("127.0.0.1", port)
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", local,
+		&tls.Config{ServerName: cfg.SIP.Hostname, InsecureSkipVerify: true}); err != nil { // the cert is checked above
+		r.bad("nothing answers TLS on %s: %v (is `waphone run` running?)", local, err)
+	} else {
+		c.Close()
+		r.ok("waphone answers TLS on port %s", port)
+	}
+
+	checkClock(r, time.Now())
+
+	switch {
+	case isDeviceSpec(cfg.Audio.Capture):
+		h, err := audio.OpenHeadset(audio.HeadsetConfig{Capture: strings.TrimPrefix(cfg.Audio.Capture, "device:"),
+			Playback: strings.TrimPrefix(cfg.Audio.Playback, "device:")})
+		switch {
+		case err != nil:
+			r.bad("sound system: %v", err)
+		case !h.Plugged():
+			r.bad("headset %q not found (plug it in; `aplay -l` lists sound cards)", cfg.Audio.Capture)
+		default:
+			r.ok("headset found: %s", h.Stats().Device)
+		}
+		if h != nil {
+			_ = h.Close()
+		}
+	default:
+		r.ok("audio.capture %q is not a headset: nothing to find", cfg.Audio.Capture)
+	}
+
+	if chip := cfg.Board.Chip; chip != "" {
+		dev := chip
+		if !strings.HasPrefix(dev, "/") {
+			dev = filepath.Join("/dev", chip)
+		}
+		if _, err := os.Stat(dev); err != nil {
+			r.bad("GPIO chip %s: %v (board.chip; `ls /dev/gpiochip*`)", dev, err)
+		} else {
+			r.ok("GPIO chip %s present", dev)
+		}
+	} else {
+		r.ok("no GPIO configured (board.chip is empty)")
+	}
+
+	if g := cfg.Graph; g.TokenFile != "" && g.PhoneNumberID != "" {
+		checkGraph(ctx, r, cfg)
+	} else {
+		r.warn("Graph API not configured: cannot compare Meta's settings with the config")
+	}
+
+	if len(cfg.SIP.Allow) == 0 {
+		r.warn("sip.allow is empty: anyone may open TLS connections (fill it with Meta's webhook IP ranges)")
+	} else {
+		r.ok("sip.allow has %d entries", len(cfg.SIP.Allow))
+	}
+	return fmtReport(stdout, r)
+}
+
+// checkClock fails on an unsynchronised clock: a Pi has no RTC and boots
+// in 1970, where every certificate looks invalid.
+func checkClock(r *tlsReport, now time.Time) {
+	if now.Year() < 2024 {
+		r.bad("the clock says %s: TLS cannot work (fix: network time; is systemd-timesyncd running?)", now.Format(time.RFC3339))
+		return
+	}
+	var tx unix.Timex
+	state, err := unix.Adjtimex(&tx)
+	switch {
+	case err != nil:
+		r.warn("cannot read the clock's sync state: %v", err)
+	case state == unix.TIME_ERROR || tx.Status&unix.STA_UNSYNC != 0:
+		r.warn("the clock is not synchronised (timedatectl; systemd-timesyncd)")
+	default:
+		r.ok("the clock is synchronised")
+	}
+}
+
+func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
+	tok, err := config.ReadToken(cfg.Graph.TokenFile)
+	if err != nil {
+		r.bad("Graph token: %v", err)
+		return
+	}
+	c := &graph.Client{BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, PhoneNumberID: cfg.Graph.PhoneNumberID, Token: tok}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	s, err := c.Get(ctx, false)
+	if err != nil {
+		var ge *graph.Error
+		if errors.As(err, &ge) {
+			r.bad("Graph: %v", ge)
+		} else {
+			r.bad("Graph unreachable: %v", err)
+		}
+		return
+	}
+	if s.Calling.SIP == nil || s.Calling.SIP.Status != "ENABLED" {
+		r.bad("SIP is not enabled on the number at Meta (fix: `waphone setup`)")
+		return
+	}
+	found := false
+	for _, srv := range s.Calling.SIP.Servers {
+		found = found || strings.EqualFold(srv.Hostname, cfg.SIP.Hostname)
+	}
+	if !found {
+		r.bad("Meta sends calls elsewhere, not to %s (fix: `waphone setup`)", cfg.SIP.Hostname)
+	} else {
+		r.ok("Meta sends this number's calls to %s", cfg.SIP.Hostname)
+	}
+	if want := strings.ToUpper(cfg.Media.KeyExchange); s.Calling.SRTPKeyExchangeProtocol != "" && s.Calling.SRTPKeyExchangeProtocol != want {
+		r.warn("Meta's SRTP key exchange is %s, the config says %s", s.Calling.SRTPKeyExchangeProtocol, want)
+	}
+}
