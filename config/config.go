@@ -29,7 +29,18 @@ type Config struct {
 	Board Board `toml:"board"`
 	Graph Graph `toml:"graph"`
 	State State `toml:"state"`
+	TLS   TLS   `toml:"tls"`
 	Log   Log   `toml:"log"`
+}
+
+// TLS is the [tls] table: a certificate from an ACME CA instead of files.
+type TLS struct {
+	ACME            bool   `toml:"acme"`
+	Email           string `toml:"email"`
+	CA              string `toml:"ca"`        // ACME directory URL; "" = Let's Encrypt production
+	Challenge       string `toml:"challenge"` // tls-alpn-01 | http-01 | dns-01
+	ChallengeListen string `toml:"challenge_listen"`
+	CAFile          string `toml:"ca_file"` // extra roots to reach the ACME CA (tests: pebble)
 }
 
 // State is the [state] table: where waphone keeps what it learns (call history).
@@ -126,6 +137,7 @@ func Default() Config {
 		Board: Board{HeadsetKeys: "auto"},
 		Graph: Graph{BaseURL: "https://graph.facebook.com", Version: "v23.0"},
 		State: State{Dir: "/var/lib/waphone"},
+		TLS:   TLS{Challenge: "tls-alpn-01"},
 		Log:   Log{Level: "info"},
 	}
 }
@@ -225,6 +237,19 @@ func (c *Config) validate(name string, raw []byte) error {
 	}
 	if (s.CertFile == "") != (s.KeyFile == "") {
 		bad("sip", "cert_file", "and sip.key_file must be set together")
+	}
+	if c.TLS.ACME && s.CertFile != "" {
+		bad("tls", "acme", "and sip.cert_file are both set: choose ACME or your own certificate files")
+	}
+	switch c.TLS.Challenge {
+	case "tls-alpn-01", "http-01", "dns-01":
+	default:
+		bad("tls", "challenge", "%q: want tls-alpn-01, http-01 or dns-01", c.TLS.Challenge)
+	}
+	if c.TLS.ChallengeListen != "" {
+		if _, _, err := net.SplitHostPort(c.TLS.ChallengeListen); err != nil {
+			bad("tls", "challenge_listen", "%q: want host:port like :443", c.TLS.ChallengeListen)
+		}
 	}
 	for _, a := range s.Allow {
 		if _, err := netip.ParsePrefix(a); err != nil {

@@ -14,6 +14,7 @@ hostname = "sip.example.com"
 listen = "0.0.0.0:5061"
 # Certificate chain (leaf first, then intermediates) and its key. Replaced
 # files are picked up without a restart.
+# Leave both empty with [tls] acme = true.
 cert_file = "/etc/waphone/fullchain.pem"
 key_file = "/etc/waphone/privkey.pem"
 # The business phone number, E.164.
@@ -83,6 +84,20 @@ token_file = "/etc/waphone/graph-token"
 webhook_delivery = false
 # Extra user parameters Meta appends to the Request-URI of its INVITEs (e.g. trunk groups).
 [graph.request_uri_user_params]
+
+[tls]
+# Get and renew the certificate for sip.hostname from an ACME CA instead of cert_file/key_file.
+acme = false
+email = ""
+# ACME directory URL; empty = Let's Encrypt production.
+ca = ""
+# tls-alpn-01 (forward TCP 443 to challenge_listen) or http-01 (forward TCP 80).
+# dns-01 is not built in: use your DNS provider's ACME client and cert_file/key_file.
+challenge = "tls-alpn-01"
+# Where to answer the CA's challenge; empty = ":443" (tls-alpn-01) or ":80" (http-01).
+challenge_listen = ""
+# Extra CA roots to reach the ACME server (a private or test CA). Empty = system roots.
+ca_file = ""
 
 [state]
 # Call history (calls.jsonl) lives here; systemd's StateDirectory= overrides it.

@@ -2,20 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	ssip "github.com/emiago/sipgo/sip"
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/board"
 	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/history"
+	"github.com/waphone/waphone/internal/acmecert"
 	"github.com/waphone/waphone/internal/logging"
 	"github.com/waphone/waphone/media"
 	"github.com/waphone/waphone/phone"
@@ -318,15 +322,66 @@ func listenSIP(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// serve starts the TLS listener with the certificate reloader.
-func (d *daemon) serve(ctx context.Context, getCert *sip.CertReloader) {
+// certSource is where the SIP listener's certificate comes from: files
+// (reloaded when they change) or ACME (obtained and renewed by itself).
+func certSource(ctx context.Context, cfg config.Config, log *slog.Logger) (func() (*tls.Certificate, error), error) {
+	if !cfg.TLS.ACME {
+		if cfg.SIP.CertFile == "" {
+			return nil, errors.New("sip.cert_file/key_file are not set and [tls] acme is off: Meta needs a certificate for sip.hostname")
+		}
+		r, err := sip.NewCertReloader(cfg.SIP.CertFile, cfg.SIP.KeyFile, log)
+		if err != nil {
+			return nil, err
+		}
+		return r.Certificate, nil
+	}
+	var hc *http.Client
+	if cfg.TLS.CAFile != "" {
+		pem, err := os.ReadFile(cfg.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		roots, _ := x509.SystemCertPool()
+		if roots == nil {
+			roots = x509.NewCertPool()
+		}
+		roots.AppendCertsFromPEM(pem)
+		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	}
+	m, err := acmecert.New(acmecert.Config{Hostname: cfg.SIP.Hostname, Email: cfg.TLS.Email, DirectoryURL: cfg.TLS.CA,
+		Challenge: cfg.TLS.Challenge, StateDir: stateDir(cfg), HTTPClient: hc, Logger: log.With("component", "acme")})
+	if err != nil {
+		return nil, err
+	}
+	listen := cfg.TLS.ChallengeListen
+	if listen == "" {
+		listen = ":443"
+		if cfg.TLS.Challenge == "http-01" {
+			listen = ":80"
+		}
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("tls.challenge_listen %s: %w", listen, err)
+	}
+	go func() {
+		if err := m.ServeChallenges(ctx, ln); err != nil {
+			log.Error("ACME challenges stopped", "err", err)
+		}
+	}()
+	go func() { _ = m.Prefetch(ctx) }()
+	return m.Certificate, nil
+}
+
+// serve starts the TLS listener with the certificate source.
+func (d *daemon) serve(ctx context.Context, getCert func() (*tls.Certificate, error)) {
 	if d.ln == nil {
 		return
 	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		if err := d.ep.Serve(ctx, d.ln, sip.ServerTLSConfig(getCert.Certificate)); err != nil {
+		if err := d.ep.Serve(ctx, d.ln, sip.ServerTLSConfig(getCert)); err != nil {
 			d.log.Error("SIP listener stopped", "err", err)
 		}
 	}()

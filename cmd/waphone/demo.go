@@ -125,7 +125,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	d.serve(sctx, certs)
+	d.serve(sctx, certs.Certificate)
 	target := d.ln.Addr().String()
 
 	fmt.Fprintf(stdout, "waphone demo: metasim (Meta's gateway, emulated) at %s, waphone at %s, both on loopback\n", sim.Addr(), target)

@@ -144,7 +144,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log.Level)
-	certs, err := sip.NewCertReloader(cfg.SIP.CertFile, cfg.SIP.KeyFile, log)
+	getCert, err := certSource(ctx, cfg, log)
 	if err != nil {
 		return configError{err}
 	}
@@ -160,7 +160,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d.serve(ctx, certs)
+	d.serve(ctx, getCert)
 	d.openBoard(ctx)
 	done := make(chan struct{})
 	go func() {

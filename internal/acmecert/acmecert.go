@@ -1,0 +1,125 @@
+// Package acmecert obtains and renews the SIP certificate from an ACME CA
+// (Let's Encrypt by default) with golang.org/x/crypto/acme/autocert.
+//
+// Why autocert: it is maintained with the Go project, already in our
+// module graph (x/crypto), renews by itself 30 days before expiry, and
+// caches under the state directory. What it lacks is DNS-01; certmagic
+// has it but brings a large dependency tree into a static binary for a
+// Pi. So: tls-alpn-01 (port 443 forwarded) or http-01 (port 80), and
+// for DNS-01 a manual certificate from the user's own ACME client.
+//
+// The SIP listener never uses autocert's TLSConfig(): that adds ALPN
+// protocols, and Meta's gateway refuses ALPN. Challenges are answered on
+// their own listener.
+package acmecert
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+)
+
+// LetsEncrypt is the default directory.
+const LetsEncrypt = acme.LetsEncryptURL
+
+// Config for one hostname.
+type Config struct {
+	Hostname     string
+	Email        string
+	DirectoryURL string       // "" = Let's Encrypt production
+	Challenge    string       // "tls-alpn-01" (default) or "http-01"
+	StateDir     string       // certificates and the account key live in StateDir/acme (0700)
+	HTTPClient   *http.Client // to reach the CA (tests pass pebble's roots)
+	Logger       *slog.Logger
+}
+
+// Manager serves the certificate and answers challenges.
+type Manager struct {
+	cfg Config
+	m   *autocert.Manager
+	log *slog.Logger
+}
+
+// New checks the config; nothing is fetched yet.
+func New(cfg Config) (*Manager, error) {
+	switch cfg.Challenge {
+	case "", "tls-alpn-01", "http-01":
+	case "dns-01":
+		return nil, errors.New("tls.challenge dns-01 is not supported by waphone's ACME client: use tls-alpn-01 (forward port 443) or http-01 (port 80), or get the certificate with your DNS provider's ACME client and set sip.cert_file/key_file")
+	default:
+		return nil, fmt.Errorf("tls.challenge %q: want tls-alpn-01 or http-01", cfg.Challenge)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dir := cfg.DirectoryURL
+	if dir == "" {
+		dir = LetsEncrypt
+	}
+	m := &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		Cache:      autocert.DirCache(filepath.Join(cfg.StateDir, "acme")),
+		HostPolicy: autocert.HostWhitelist(cfg.Hostname),
+		Email:      cfg.Email,
+		Client:     &acme.Client{DirectoryURL: dir, HTTPClient: cfg.HTTPClient},
+	}
+	return &Manager{cfg: cfg, m: m, log: cfg.Logger}, nil
+}
+
+// Certificate is the getter for sip.ServerTLSConfig: always the
+// certificate for sip.hostname, whatever name (if any) the client sent.
+func (m *Manager) Certificate() (*tls.Certificate, error) {
+	return m.m.GetCertificate(&tls.ClientHelloInfo{ServerName: m.cfg.Hostname})
+}
+
+// ServeChallenges answers the CA's challenges on ln until ctx ends.
+func (m *Manager) ServeChallenges(ctx context.Context, ln net.Listener) error {
+	var srv *http.Server
+	if m.cfg.Challenge == "http-01" {
+		srv = &http.Server{Handler: m.m.HTTPHandler(nil), ReadHeaderTimeout: 10 * time.Second}
+	} else {
+		ln = tls.NewListener(ln, &tls.Config{
+			MinVersion: tls.VersionTLS12, NextProtos: []string{acme.ALPNProto}, GetCertificate: m.m.GetCertificate,
+		})
+		srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.NotFoundHandler()}
+	}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("ACME challenge listener: %w", err)
+	}
+	return nil
+}
+
+// Prefetch obtains the certificate before Meta's first call needs it,
+// retrying with backoff (a board may boot before its network is up).
+func (m *Manager) Prefetch(ctx context.Context) error {
+	wait := 5 * time.Second
+	for {
+		c, err := m.Certificate()
+		if err == nil {
+			if c.Leaf != nil {
+				m.log.Info("ACME certificate ready", "hostname", m.cfg.Hostname, "not_after", c.Leaf.NotAfter)
+			}
+			return nil
+		}
+		m.log.Warn("ACME certificate not obtained yet; retrying", "hostname", m.cfg.Hostname, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Minute)
+	}
+}

@@ -1,0 +1,140 @@
+package acmecert
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/waphone/waphone/internal/testpki"
+)
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestPebbleTLSALPN obtains a real certificate from pebble (Let's
+// Encrypt's test CA) on loopback: pebble resolves the name through
+// pebble-challtestsrv's fake DNS (127.0.0.1) and validates tls-alpn-01
+// against our challenge listener.
+func TestPebbleTLSALPN(t *testing.T) {
+	for _, bin := range []string{"pebble", "pebble-challtestsrv"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed (Debian: apt-get install pebble)", bin)
+		}
+	}
+	dir := t.TempDir()
+	ca, _ := testpki.NewCA("pebble web CA")
+	certPEM, keyPEM, _ := ca.Issue("127.0.0.1", "localhost")
+	cf, kf, _ := testpki.WriteFiles(dir, certPEM, keyPEM)
+	acmePort, mgmtPort, tlsPort, dnsPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp")
+	cfgJSON, _ := json.Marshal(map[string]any{"pebble": map[string]any{
+		"listenAddress": fmt.Sprintf("127.0.0.1:%d", acmePort), "managementListenAddress": fmt.Sprintf("127.0.0.1:%d", mgmtPort),
+		"certificate": cf, "privateKey": kf, "httpPort": freePort(t, "tcp"), "tlsPort": tlsPort,
+	}})
+	cfgFile := filepath.Join(dir, "pebble.json")
+	_ = os.WriteFile(cfgFile, cfgJSON, 0o644)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dns := exec.CommandContext(ctx, "pebble-challtestsrv", "-dns01", fmt.Sprintf("127.0.0.1:%d", dnsPort),
+		"-http01", "", "-https01", "", "-tlsalpn01", "", "-management", fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")),
+		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+	var dnsLog, pebLog strings.Builder // one per process: exec copies on its own goroutine
+	dns.Stdout, dns.Stderr = &dnsLog, &dnsLog
+	peb := exec.CommandContext(ctx, "pebble", "-config", cfgFile, "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort))
+	peb.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
+	peb.Stdout, peb.Stderr = &pebLog, &pebLog
+	for _, c := range []*exec.Cmd{dns, peb} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		cancel()
+		_ = dns.Wait()
+		_ = peb.Wait()
+		if t.Failed() {
+			t.Logf("pebble:\n%s\nchalltestsrv:\n%s", pebLog.String(), dnsLog.String())
+		}
+	}()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	dirURL := fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := client.Get(dirURL)
+		if err == nil {
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble did not start: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	state := t.TempDir()
+	m, err := New(Config{Hostname: "sip.waphone.test", Email: "ops@waphone.test", DirectoryURL: dirURL,
+		StateDir: state, HTTPClient: client, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = m.ServeChallenges(ctx, ln) }()
+	pctx, pcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer pcancel()
+	if err := m.Prefetch(pctx); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := m.Certificate()
+	if err != nil || cert.Leaf == nil {
+		t.Fatalf("%v", err)
+	}
+	if err := cert.Leaf.VerifyHostname("sip.waphone.test"); err != nil {
+		t.Fatal(err)
+	}
+	// Issued by pebble, cached in the state directory (survives restarts).
+	if entries, _ := os.ReadDir(filepath.Join(state, "acme")); len(entries) == 0 {
+		t.Fatal("nothing cached under the state directory")
+	}
+	m2, _ := New(Config{Hostname: "sip.waphone.test", DirectoryURL: "https://127.0.0.1:1/unreachable", StateDir: state})
+	if c2, err := m2.Certificate(); err != nil || c2.Leaf.SerialNumber.Cmp(cert.Leaf.SerialNumber) != 0 {
+		t.Fatalf("restart did not reuse the cached certificate: %v", err)
+	}
+}
+
+func TestDNS01AndBadChallengeAreClearErrors(t *testing.T) {
+	if _, err := New(Config{Hostname: "a.example", Challenge: "dns-01"}); err == nil || !strings.Contains(err.Error(), "sip.cert_file") {
+		t.Fatalf("%v", err)
+	}
+	if _, err := New(Config{Hostname: "a.example", Challenge: "smoke-signal"}); err == nil {
+		t.Fatal("accepted an unknown challenge")
+	}
+}
