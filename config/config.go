@@ -41,6 +41,7 @@ type TLS struct {
 	Challenge       string `toml:"challenge"` // tls-alpn-01 | http-01 | dns-01
 	ChallengeListen string `toml:"challenge_listen"`
 	CAFile          string `toml:"ca_file"` // extra roots to reach the ACME CA (tests: pebble)
+	DNSHook         string `toml:"dns_hook"`
 }
 
 // State is the [state] table: where waphone keeps what it learns (call history).
@@ -337,7 +338,7 @@ func WriteSecret(path, secret string) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err == nil {
+	if err = f.Chmod(0o600); err == nil {
 		if _, err = f.WriteString(secret + "\n"); err == nil {
 			err = f.Sync()
 		}

@@ -91,9 +91,11 @@ acme = false
 email = ""
 # ACME directory URL; empty = Let's Encrypt production.
 ca = ""
-# tls-alpn-01 (forward TCP 443 to challenge_listen) or http-01 (forward TCP 80).
-# dns-01 is not built in: use your DNS provider's ACME client and cert_file/key_file.
+# tls-alpn-01 (forward TCP 443 to challenge_listen), http-01 (forward TCP 80), or
+# dns-01 (no open port needed: dns_hook sets the TXT record at your DNS provider).
 challenge = "tls-alpn-01"
+# dns-01 only: run as: dns_hook present|cleanup _acme-challenge.HOST. VALUE
+dns_hook = ""
 # Where to answer the CA's challenge; empty = ":443" (tls-alpn-01) or ":80" (http-01).
 challenge_listen = ""
 # Extra CA roots to reach the ACME server (a private or test CA). Empty = system roots.

@@ -243,7 +243,7 @@ func Password(s *Settings, hostname string) (string, error) {
 			return srv.SIPUserPassword, nil
 		}
 	}
-	return "", fmt.Errorf("Meta has no SIP server %q with a password for this number (did another app configure it?)", hostname)
+	return "", fmt.Errorf("no SIP server %q with a password at Meta for this number (did another app configure it?)", hostname)
 }
 
 // ResetPassword makes Meta generate a new password the way the guide says:

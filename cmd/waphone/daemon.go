@@ -349,9 +349,13 @@ func certSource(ctx context.Context, cfg config.Config, log *slog.Logger) (func(
 		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	}
 	m, err := acmecert.New(acmecert.Config{Hostname: cfg.SIP.Hostname, Email: cfg.TLS.Email, DirectoryURL: cfg.TLS.CA,
-		Challenge: cfg.TLS.Challenge, StateDir: stateDir(cfg), HTTPClient: hc, Logger: log.With("component", "acme")})
+		Challenge: cfg.TLS.Challenge, DNSHook: cfg.TLS.DNSHook, StateDir: stateDir(cfg), HTTPClient: hc, Logger: log.With("component", "acme")})
 	if err != nil {
 		return nil, err
+	}
+	go func() { _ = m.Prefetch(ctx); m.Renew(ctx) }()
+	if cfg.TLS.Challenge == "dns-01" {
+		return m.Certificate, nil // no listener: the TXT record proves the name
 	}
 	listen := cfg.TLS.ChallengeListen
 	if listen == "" {
@@ -369,7 +373,6 @@ func certSource(ctx context.Context, cfg config.Config, log *slog.Logger) (func(
 			log.Error("ACME challenges stopped", "err", err)
 		}
 	}()
-	go func() { _ = m.Prefetch(ctx) }()
 	return m.Certificate, nil
 }
 

@@ -38,6 +38,7 @@ type Config struct {
 	DirectoryURL string       // "" = Let's Encrypt production
 	Challenge    string       // "tls-alpn-01" (default) or "http-01"
 	StateDir     string       // certificates and the account key live in StateDir/acme (0700)
+	DNSHook      string       // dns-01: `HOOK present|cleanup FQDN VALUE` publishes the TXT record
 	HTTPClient   *http.Client // to reach the CA (tests pass pebble's roots)
 	Logger       *slog.Logger
 }
@@ -46,6 +47,7 @@ type Config struct {
 type Manager struct {
 	cfg Config
 	m   *autocert.Manager
+	dns *dns01 // set for dns-01
 	log *slog.Logger
 }
 
@@ -54,7 +56,9 @@ func New(cfg Config) (*Manager, error) {
 	switch cfg.Challenge {
 	case "", "tls-alpn-01", "http-01":
 	case "dns-01":
-		return nil, errors.New("tls.challenge dns-01 is not supported by waphone's ACME client: use tls-alpn-01 (forward port 443) or http-01 (port 80), or get the certificate with your DNS provider's ACME client and set sip.cert_file/key_file")
+		if cfg.DNSHook == "" {
+			return nil, errors.New("tls.challenge dns-01 needs tls.dns_hook: a command run as `HOOK present|cleanup FQDN VALUE` that sets the TXT record at your DNS provider (or use your provider's ACME client and sip.cert_file/key_file)")
+		}
 	default:
 		return nil, fmt.Errorf("tls.challenge %q: want tls-alpn-01 or http-01", cfg.Challenge)
 	}
@@ -72,17 +76,28 @@ func New(cfg Config) (*Manager, error) {
 		Email:      cfg.Email,
 		Client:     &acme.Client{DirectoryURL: dir, HTTPClient: cfg.HTTPClient},
 	}
-	return &Manager{cfg: cfg, m: m, log: cfg.Logger}, nil
+	mgr := &Manager{cfg: cfg, m: m, log: cfg.Logger}
+	if cfg.Challenge == "dns-01" {
+		mgr.dns = &dns01{cfg: cfg}
+	}
+	return mgr, nil
 }
 
 // Certificate is the getter for sip.ServerTLSConfig: always the
 // certificate for sip.hostname, whatever name (if any) the client sent.
 func (m *Manager) Certificate() (*tls.Certificate, error) {
+	if m.dns != nil {
+		return m.dns.current()
+	}
 	return m.m.GetCertificate(&tls.ClientHelloInfo{ServerName: m.cfg.Hostname})
 }
 
 // ServeChallenges answers the CA's challenges on ln until ctx ends.
 func (m *Manager) ServeChallenges(ctx context.Context, ln net.Listener) error {
+	if m.dns != nil { // DNS-01 needs no listener
+		_ = ln.Close()
+		return nil
+	}
 	var srv *http.Server
 	if m.cfg.Challenge == "http-01" {
 		srv = &http.Server{Handler: m.m.HTTPHandler(nil), ReadHeaderTimeout: 10 * time.Second}
@@ -104,10 +119,19 @@ func (m *Manager) ServeChallenges(ctx context.Context, ln net.Listener) error {
 
 // Prefetch obtains the certificate before Meta's first call needs it,
 // retrying with backoff (a board may boot before its network is up).
+// With DNS-01 it also renews: Renew keeps calling it.
 func (m *Manager) Prefetch(ctx context.Context) error {
 	wait := 5 * time.Second
 	for {
-		c, err := m.Certificate()
+		var c *tls.Certificate
+		var err error
+		if m.dns != nil {
+			octx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			c, err = m.dns.obtain(octx)
+			cancel()
+		} else {
+			c, err = m.Certificate()
+		}
 		if err == nil {
 			if c.Leaf != nil {
 				m.log.Info("ACME certificate ready", "hostname", m.cfg.Hostname, "not_after", c.Leaf.NotAfter)
@@ -121,5 +145,23 @@ func (m *Manager) Prefetch(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 10*time.Minute)
+	}
+}
+
+// Renew keeps a DNS-01 certificate fresh (autocert renews its own): it
+// checks twice a day and renews 30 days before expiry, until ctx ends.
+func (m *Manager) Renew(ctx context.Context) {
+	if m.dns == nil {
+		return
+	}
+	t := time.NewTicker(12 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = m.Prefetch(ctx) // obtains only within 30 days of expiry; the old one serves meanwhile
+		}
 	}
 }

@@ -37,11 +37,17 @@ func freePort(t *testing.T, network string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestPebbleTLSALPN obtains a real certificate from pebble (Let's
-// Encrypt's test CA) on loopback: pebble resolves the name through
-// pebble-challtestsrv's fake DNS (127.0.0.1) and validates tls-alpn-01
-// against our challenge listener.
-func TestPebbleTLSALPN(t *testing.T) {
+type pebbleEnv struct {
+	dir     string
+	client  *http.Client
+	mgmt    int // challtestsrv's management port
+	tlsPort int // where pebble validates tls-alpn-01
+}
+
+// startPebble runs pebble and pebble-challtestsrv on loopback: pebble
+// resolves every name through challtestsrv's fake DNS (127.0.0.1).
+func startPebble(t *testing.T) pebbleEnv {
+	t.Helper()
 	for _, bin := range []string{"pebble", "pebble-challtestsrv"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Skipf("%s not installed (Debian: apt-get install pebble)", bin)
@@ -51,7 +57,7 @@ func TestPebbleTLSALPN(t *testing.T) {
 	ca, _ := testpki.NewCA("pebble web CA")
 	certPEM, keyPEM, _ := ca.Issue("127.0.0.1", "localhost")
 	cf, kf, _ := testpki.WriteFiles(dir, certPEM, keyPEM)
-	acmePort, mgmtPort, tlsPort, dnsPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp")
+	acmePort, mgmtPort, tlsPort, dnsPort, chalMgmt := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp"), freePort(t, "tcp")
 	cfgJSON, _ := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress": fmt.Sprintf("127.0.0.1:%d", acmePort), "managementListenAddress": fmt.Sprintf("127.0.0.1:%d", mgmtPort),
 		"certificate": cf, "privateKey": kf, "httpPort": freePort(t, "tcp"), "tlsPort": tlsPort,
@@ -60,9 +66,8 @@ func TestPebbleTLSALPN(t *testing.T) {
 	_ = os.WriteFile(cfgFile, cfgJSON, 0o644)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	dns := exec.CommandContext(ctx, "pebble-challtestsrv", "-dns01", fmt.Sprintf("127.0.0.1:%d", dnsPort),
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-management", fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp")),
+		"-http01", "", "-https01", "", "-tlsalpn01", "", "-management", fmt.Sprintf("127.0.0.1:%d", chalMgmt),
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
 	var dnsLog, pebLog strings.Builder // one per process: exec copies on its own goroutine
 	dns.Stdout, dns.Stderr = &dnsLog, &dnsLog
@@ -74,14 +79,14 @@ func TestPebbleTLSALPN(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		_ = dns.Wait()
 		_ = peb.Wait()
 		if t.Failed() {
 			t.Logf("pebble:\n%s\nchalltestsrv:\n%s", pebLog.String(), dnsLog.String())
 		}
-	}()
+	})
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	dirURL := fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort)
 	deadline := time.Now().Add(10 * time.Second)
@@ -96,7 +101,27 @@ func TestPebbleTLSALPN(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	for { // challtestsrv's management API
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", chalMgmt)); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("challtestsrv did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return pebbleEnv{dir: dirURL, client: client, mgmt: chalMgmt, tlsPort: tlsPort}
+}
 
+// TestPebbleTLSALPN obtains a real certificate from pebble (Let's
+// Encrypt's test CA) on loopback, validated with tls-alpn-01 against our
+// challenge listener.
+func TestPebbleTLSALPN(t *testing.T) {
+	env := startPebble(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client, dirURL, tlsPort := env.client, env.dir, env.tlsPort
 	state := t.TempDir()
 	m, err := New(Config{Hostname: "sip.waphone.test", Email: "ops@waphone.test", DirectoryURL: dirURL,
 		StateDir: state, HTTPClient: client, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -136,5 +161,51 @@ func TestDNS01AndBadChallengeAreClearErrors(t *testing.T) {
 	}
 	if _, err := New(Config{Hostname: "a.example", Challenge: "smoke-signal"}); err == nil {
 		t.Fatal("accepted an unknown challenge")
+	}
+}
+
+// TestPebbleDNS01 publishes the TXT record through a hook that talks to
+// pebble-challtestsrv's management API, the way a DNS provider's API would.
+func TestPebbleDNS01(t *testing.T) {
+	env := startPebble(t)
+	hook := filepath.Join(t.TempDir(), "dns-hook")
+	script := fmt.Sprintf(`#!/bin/sh
+case "$1" in
+present) curl -sf -X POST -d "{\"host\":\"$2\",\"value\":\"$3\"}" http://127.0.0.1:%d/set-txt ;;
+cleanup) curl -sf -X POST -d "{\"host\":\"$2\"}" http://127.0.0.1:%d/clear-txt ;;
+esac
+`, env.mgmt, env.mgmt)
+	if err := os.WriteFile(hook, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	state := t.TempDir()
+	m, err := New(Config{Hostname: "kiosk.waphone.test", Challenge: "dns-01", DNSHook: hook, DirectoryURL: env.dir,
+		StateDir: state, HTTPClient: env.client, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Certificate(); err == nil {
+		t.Fatal("a certificate before any was obtained")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := m.Prefetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.Certificate()
+	if err != nil || c.Leaf.VerifyHostname("kiosk.waphone.test") != nil {
+		t.Fatalf("%v", err)
+	}
+	fi, err := os.Stat(filepath.Join(state, "acme", "kiosk.waphone.test.dns01.pem"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cached key+cert: %v %v", fi, err)
+	}
+	// Restart: the cached certificate serves at once.
+	m2, _ := New(Config{Hostname: "kiosk.waphone.test", Challenge: "dns-01", DNSHook: hook, DirectoryURL: env.dir, StateDir: state})
+	if c2, err := m2.Certificate(); err != nil || c2.Leaf.SerialNumber.Cmp(c.Leaf.SerialNumber) != 0 {
+		t.Fatalf("restart: %v", err)
 	}
 }
