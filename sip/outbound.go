@@ -32,6 +32,9 @@ func (e *CallError) Error() string {
 	if e.Warning != "" {
 		s += " (" + e.Warning + ")"
 	}
+	if e.Status == 407 || e.Status == 401 {
+		s += ": the gateway refused our credentials (check sip.password_file; `waphone setup` fetches Meta's password)"
+	}
 	return s
 }
 
