@@ -50,6 +50,8 @@ type Config struct {
 	NoMediaTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// STUN is a host:port for server-reflexive ICE candidates (DTLS mode); "" = none.
+	STUN string
 }
 
 // NegotiationError carries the SIP status the signaling layer should answer
@@ -66,8 +68,8 @@ func (e *NegotiationError) Error() string {
 // ErrNoMedia is the Err of a session that saw no RTP for NoMediaTimeout.
 var ErrNoMedia = errors.New("media: no RTP received")
 
-// ErrDTLSNotSupported is returned by Offer when Config.KeyExchange is "dtls".
-var ErrDTLSNotSupported = errors.New("media: dtls not supported yet")
+// ErrDTLSNotSupported was returned before DTLS-SRTP existed; kept for callers.
+var ErrDTLSNotSupported = errors.New("media: dtls not supported")
 
 // Stats is a snapshot of a session's counters.
 type Stats struct {

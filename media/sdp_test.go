@@ -250,12 +250,11 @@ func TestNegotiationErrors(t *testing.T) {
 		status int
 		reason string
 	}{
-		{"dtls only", guideMetaOfferDTLS, 488, "DTLS-SRTP not supported yet"},
 		{"no opus", replace(replace(guideTwilioOffer, "a=rtpmap:107 opus/48000/2\n", ""), "107 0 8 101", "0 8 101"), 488, "no common codec (need opus/48000)"},
 		{"opus at wrong rate", replace(guideMetaOffer, "opus/48000/2", "opus/16000/2"), 488, "no common codec"},
 		{"plain rtp/avp", replace(replace(guideMetaOffer, testCrypto+"\n", ""), "RTP/SAVP", "RTP/AVP"), 488, "SRTP required"},
 		{"savp without crypto", replace(guideMetaOffer, testCrypto+"\n", ""), 488, "SRTP required"},
-		{"savp with fingerprint only", replace(guideMetaOffer, testCrypto, "a=fingerprint:sha-256 AA:BB"), 488, "DTLS-SRTP not supported yet"},
+		{"savp with fingerprint only", replace(guideMetaOffer, testCrypto, "a=fingerprint:sha-256 AA:BB"), 488, "WebRTC"},
 		{"unsupported suite", replace(guideMetaOffer, "AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"), 488, "no supported SRTP crypto suite"},
 		{"short key", replace(guideMetaOffer, "inline:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e", "inline:AQID"), 488, "no supported SRTP crypto suite"},
 		{"mki", replace(guideMetaOffer, "HB0e", "HB0e|2^31|1:4"), 488, "no supported SRTP crypto suite"},
@@ -358,8 +357,18 @@ func TestOfferShape(t *testing.T) {
 func TestOfferDTLSAndBadConfig(t *testing.T) {
 	cfg := testConfig()
 	cfg.KeyExchange = "dtls"
-	if _, _, err := Offer(cfg); !errors.Is(err, ErrDTLSNotSupported) || !strings.Contains(err.Error(), "dtls not supported yet") {
+	if s, off, err := Offer(cfg); err != nil {
 		t.Errorf("dtls offer: %v", err)
+	} else {
+		for _, want := range []string{"UDP/TLS/RTP/SAVPF 111 126", "a=setup:actpass", "a=fingerprint:sha-256", "a=ice-ufrag:", "a=group:BUNDLE", "a=rtcp-mux", "typ host", "telephone-event/8000"} {
+			if !strings.Contains(string(off), want) {
+				t.Errorf("dtls offer lacks %q:\n%s", want, off)
+			}
+		}
+		if strings.Contains(string(off), ".local") {
+			t.Error("mDNS candidate in the offer")
+		}
+		s.Close()
 	}
 	cfg.KeyExchange = "zrtp"
 	if _, _, err := Offer(cfg); err == nil {

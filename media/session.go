@@ -68,6 +68,8 @@ type Session struct {
 	jbMu sync.Mutex
 	jb   jitterBuffer
 
+	rtc *rtcPeer // DTLS-SRTP mode (pion/webrtc); nil for SDES
+
 	wg   sync.WaitGroup
 	done chan struct{}
 }
@@ -80,7 +82,7 @@ func Offer(cfg Config) (*Session, []byte, error) {
 		return nil, nil, err
 	}
 	if kx == "dtls" {
-		return nil, nil, ErrDTLSNotSupported
+		return offerDTLS(cfg)
 	}
 	s, err := newSession(cfg, cfg.BindIP != nil && cfg.BindIP.To4() == nil)
 	if err != nil {
@@ -116,6 +118,9 @@ func (s *Session) SetAnswer(answer []byte) error {
 	}
 	if s.stopped {
 		return errors.New("media: session closed")
+	}
+	if s.rtc != nil {
+		return s.setAnswerDTLS(answer)
 	}
 	sd, nerr := parseSDP(answer)
 	if nerr != nil {
@@ -162,6 +167,9 @@ func Answer(cfg Config, offer []byte) (*Session, []byte, error) {
 	sd, nerr := parseSDP(offer)
 	if nerr != nil {
 		return nil, nil, nerr
+	}
+	if isDTLSOffer(sd) {
+		return answerDTLS(cfg, offer, sd)
 	}
 	rd, nerr := pickAudio(sd, nil)
 	if nerr != nil {
@@ -343,6 +351,9 @@ func (s *Session) stop(err error) {
 		cancel()
 	}
 	s.conn.Close() // unblocks the receive loop
+	if s.rtc != nil {
+		_ = s.rtc.pc.Close() // ends the remote track reader and ICE/DTLS
+	}
 	if err != nil {
 		s.log.Info("media session ended", "err", err)
 	}
@@ -393,6 +404,9 @@ func (s *Session) Start(ctx context.Context, src Source, sink Sink) error {
 	default:
 	}
 	rd := s.remote
+	if s.rtc != nil {
+		return s.startRTC(ctx, src, sink)
+	}
 	tx, err := newSender(s.local.key, rd)
 	if err != nil {
 		return err
@@ -437,11 +451,17 @@ type sender struct {
 }
 
 func newSender(local sdesKey, rd *remoteDesc) (*sender, error) {
-	enc, err := newEncoder(parseOpusFmtp(rd.opus.fmtp))
+	c, err := local.context(false)
 	if err != nil {
 		return nil, err
 	}
-	c, err := local.context(false)
+	return newPlainSender(c, rd)
+}
+
+// newPlainSender builds the send path; c == nil leaves packets unprotected
+// (DTLS mode: pion protects them).
+func newPlainSender(c *srtp.Context, rd *remoteDesc) (*sender, error) {
+	enc, err := newEncoder(parseOpusFmtp(rd.opus.fmtp))
 	if err != nil {
 		return nil, err
 	}
@@ -516,9 +536,11 @@ func (t *sender) frame(pcm []int16) ([]byte, error) {
 	binary.BigEndian.PutUint16(b[2:], t.seq)
 	binary.BigEndian.PutUint32(b[4:], t.ts)
 	binary.BigEndian.PutUint32(b[8:], t.ssrc)
-	out, err := t.srtp.EncryptRTP(t.out[:0], b, &t.hdr)
-	if err != nil {
-		return nil, fmt.Errorf("srtp protect: %w", err)
+	out := b
+	if t.srtp != nil {
+		if out, err = t.srtp.EncryptRTP(t.out[:0], b, &t.hdr); err != nil {
+			return nil, fmt.Errorf("srtp protect: %w", err)
+		}
 	}
 	t.first = false
 	t.seq++
@@ -549,6 +571,14 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 			if sendErrs++; logEvery(sendErrs) {
 				s.log.Warn("rtp frame failed", "err", err, "count", sendErrs)
 			}
+		} else if s.rtc != nil {
+			if err := s.rtcWrite(out); err == nil {
+				s.noteSent(nil)
+			} else if !errors.Is(err, errNotConnected) {
+				if sendErrs++; logEvery(sendErrs) {
+					s.log.Warn("rtp send failed", "err", err, "count", sendErrs)
+				}
+			}
 		} else if dst := s.dest.Load(); dst != nil {
 			if _, err := s.conn.WriteToUDPAddrPort(out, *dst); err != nil {
 				if ctx.Err() != nil {
@@ -558,12 +588,8 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 				if sendErrs++; logEvery(sendErrs) {
 					s.log.Warn("rtp send failed", "to", dst.String(), "err", err, "count", sendErrs)
 				}
-			} else if s.sent.Add(1) == 1 {
-				now := time.Now()
-				s.mu.Lock()
-				s.firstSent = now
-				s.mu.Unlock()
-				s.log.Debug("first rtp packet sent", "to", dst.String())
+			} else {
+				s.noteSent(dst)
 			}
 		}
 		next = next.Add(frameDur)
@@ -581,6 +607,21 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 			return
 		case <-timer.C:
 		}
+	}
+}
+
+// noteSent counts a packet; to is nil in DTLS mode. No allocation after the first.
+func (s *Session) noteSent(to *netip.AddrPort) {
+	if s.sent.Add(1) == 1 {
+		now := time.Now()
+		s.mu.Lock()
+		s.firstSent = now
+		s.mu.Unlock()
+		where := "dtls"
+		if to != nil {
+			where = to.String()
+		}
+		s.log.Debug("first rtp packet sent", "to", where)
 	}
 }
 
@@ -667,7 +708,12 @@ func (s *Session) handlePacket(rx *receiver, pkt []byte, from netip.AddrPort) {
 	}
 	s.recv.Add(1)
 	s.gotValid(from)
-	h := &rx.hdr
+	s.handleRTP(rx, &rx.hdr, payload)
+}
+
+// handleRTP takes one authenticated RTP packet: audio into the jitter
+// buffer, telephone-events counted, anything else ignored.
+func (s *Session) handleRTP(rx *receiver, h *rtp.Header, payload []byte) {
 	isOpus := h.PayloadType == rx.opusPT || h.PayloadType == rx.opusPT2
 	// Loss is counted on the audio stream's SSRC (DTMF shares its sequence
 	// space); a stray SSRC must not reset the statistics.
@@ -726,6 +772,9 @@ func (s *Session) gotValid(from netip.AddrPort) {
 		}
 		s.mu.Unlock()
 		s.log.Info("first media packet received", "from", from.String())
+	}
+	if !from.IsValid() { // DTLS mode: pion owns the path
+		return
 	}
 	if cur := s.dest.Load(); cur == nil || *cur != from {
 		f := from

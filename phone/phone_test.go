@@ -49,6 +49,7 @@ type rigOpts struct {
 	rejectStatus int
 	ringer       *audio.Recorder
 	headset      *audio.Headset // when set, the call's audio goes through it
+	dtls         bool           // WebRTC media (DTLS-SRTP + ICE) both ways
 }
 
 func logger() *slog.Logger {
@@ -75,6 +76,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	sim, err := metasim.Start(ctx, metasim.Config{
 		BusinessNumber: business, BusinessHost: host, Password: password, BusinessRoots: ca.Pool(),
 		ToneHz: 1000, RejectBusinessCalls: o.rejectStatus, Logger: logger().With("side", "metasim"),
+		KeyExchange: map[bool]string{true: "dtls", false: "sdes"}[o.dtls],
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r := &rig{sim: sim}
 	r.phone = phone.New(phone.Config{
 		Answer: o.answer, RingTimeout: o.ringTimeout,
-		Media: media.Config{KeyExchange: "sdes", BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
+		Media: media.Config{KeyExchange: map[bool]string{true: "dtls", false: "sdes"}[o.dtls], BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
 		Capture: func() (phone.AudioSource, error) {
 			if o.headset != nil {
 				return o.headset.Source(), nil
@@ -485,5 +487,55 @@ func TestCallThroughMalgoNullDevice(t *testing.T) {
 	}
 	if st := h.Stats(); st.Callbacks < 100 {
 		t.Fatalf("device callbacks %d", st.Callbacks)
+	}
+}
+
+// TestDTLSCallsBothWays: Meta's default media, WebRTC (ICE-lite + DTLS
+// server on Meta's side; full controlling ICE agent + DTLS client on ours).
+func TestDTLSCallsBothWays(t *testing.T) {
+	r := newRig(t, rigOpts{dtls: true})
+	ctx := context.Background()
+	c, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("%v %d", err, c.Status())
+	}
+	offer, answer := string(c.Request().Body()), string(c.Response().Body())
+	if !strings.Contains(offer, "a=ice-lite") || !strings.Contains(offer, "UDP/TLS/RTP/SAVPF") {
+		t.Fatalf("metasim's offer is not WebRTC-shaped:\n%s", offer)
+	}
+	for _, want := range []string{"a=setup:active", "a=fingerprint:sha-256", "typ host", "a=ice-ufrag:"} {
+		if !strings.Contains(answer, want) {
+			t.Fatalf("our answer lacks %q:\n%s", want, answer)
+		}
+	}
+	r.waitState(t, phone.Talking)
+	requireDTLS(t, r)
+	time.Sleep(1500 * time.Millisecond)
+	_ = c.Hangup(ctx)
+	r.waitState(t, phone.Idle)
+	requireTone(t, "Meta hears waphone over DTLS-SRTP", c.Recorded(), 440)
+	requireTone(t, "waphone hears Meta over DTLS-SRTP", r.heard(), 1000)
+	requireFirstFromUs(t, c.MediaStats())
+
+	// Business-initiated: our WebRTC offer, Meta's ICE-lite answer.
+	if err := r.phone.Call(ctx, user); err != nil {
+		t.Fatal(err)
+	}
+	out := <-r.sim.Incoming() // metasim answered our WebRTC offer as ICE-lite (its answer fails on an SDES one)
+	r.waitState(t, phone.Talking)
+	requireDTLS(t, r)
+	time.Sleep(1500 * time.Millisecond)
+	_ = r.phone.Hangup()
+	r.waitState(t, phone.Idle)
+	<-out.Done()
+	requireTone(t, "Meta hears waphone (outbound DTLS)", out.Recorded(), 440)
+	requireTone(t, "waphone hears Meta (outbound DTLS)", r.heard(), 1000)
+	requireFirstFromUs(t, out.MediaStats())
+}
+
+func requireDTLS(t *testing.T, r *rig) {
+	t.Helper()
+	if st := r.phone.Status(); st.Media == nil || !strings.Contains(st.Media.Codec, "DTLS-SRTP") {
+		t.Fatalf("media is not DTLS-SRTP: %+v", st.Media)
 	}
 }

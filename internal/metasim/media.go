@@ -28,6 +28,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
 )
 
 const (
@@ -42,6 +43,7 @@ type metaMediaConfig struct {
 	BindIP         net.IP // also the c= address; nil = 127.0.0.1
 	ToneHz         float64
 	NoMediaTimeout time.Duration // 0 = disabled
+	KeyExchange    string        // "dtls" = WebRTC media for calls metasim offers
 	Logger         *slog.Logger
 }
 
@@ -56,6 +58,7 @@ type metaMediaStats struct {
 
 type metaMedia struct {
 	cfg      metaMediaConfig
+	rtc      *metaRTC // WebRTC (DTLS-SRTP) media instead of SDES
 	log      *slog.Logger
 	conn     *net.UDPConn
 	ip       netip.Addr
@@ -160,8 +163,12 @@ func (m *metaMedia) metaSDP(opusPT uint8, dtmfPT int, tag int) []byte {
 	return []byte(b.String())
 }
 
-// newMetaOffer is Meta's INVITE SDP for a user-initiated SDES call.
+// newMetaOffer is Meta's INVITE SDP for a user-initiated call (SDES, or
+// WebRTC when cfg.KeyExchange is "dtls").
 func newMetaOffer(cfg metaMediaConfig) (*metaMedia, []byte, error) {
+	if cfg.KeyExchange == "dtls" {
+		return newMetaOfferDTLS(cfg)
+	}
 	m, err := newMetaMedia(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -262,6 +269,9 @@ func parseMetaRemote(raw []byte, wantTag int) (metaRemote, error) {
 // newMetaAnswer is Meta's 200 OK SDP for a business-initiated SDES call: it
 // mirrors the business's Opus/telephone-event PTs and crypto tag.
 func newMetaAnswer(cfg metaMediaConfig, offer []byte) (*metaMedia, []byte, error) {
+	if isWebRTCOffer(offer) {
+		return newMetaAnswerDTLS(cfg, offer)
+	}
 	r, err := parseMetaRemote(offer, -1)
 	if err != nil {
 		return nil, nil, err
@@ -277,6 +287,9 @@ func newMetaAnswer(cfg metaMediaConfig, offer []byte) (*metaMedia, []byte, error
 
 // setAnswer takes the business's 200 OK SDP for Meta's offer.
 func (m *metaMedia) setAnswer(answer []byte) error {
+	if m.rtc != nil {
+		return m.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)})
+	}
 	if !m.offered {
 		return errors.New("metasim media: setAnswer on an answering session")
 	}
@@ -315,6 +328,11 @@ func (m *metaMedia) start() {
 	default:
 	}
 	m.started = true
+	if m.rtc != nil { // pion receives; OnTrack starts the reader
+		m.wg.Add(1)
+		go m.watchdog()
+		return
+	}
 	m.wg.Add(2)
 	go m.recvLoop()
 	go m.watchdog()
@@ -553,6 +571,9 @@ func (m *metaMedia) close() {
 	m.closeOnce.Do(func() {
 		close(m.quit)
 		m.conn.Close()
+		if m.rtc != nil {
+			_ = m.rtc.pc.Close()
+		}
 	})
 	m.wg.Wait()
 }

@@ -48,6 +48,10 @@ type UserInfo struct {
 // Config configures a Sim. The zero value works: it emulates the guide's
 // sample business (+12145551869 at meta-voip.example.com).
 type Config struct {
+	// KeyExchange is the media of calls metasim places: "sdes" (default) or
+	// "dtls" (WebRTC: ICE-lite + DTLS-SRTP, Meta's default). For calls it
+	// receives, the business's offer decides.
+	KeyExchange string
 	// Hostname is the name in metasim's TLS certificate, the realm of its
 	// 407 and the host in its Record-Route/Contact. Default "wa.meta.vc".
 	Hostname string
@@ -406,7 +410,7 @@ func (s *Sim) deliver(c *Call) {
 }
 
 func (s *Sim) mediaConfig() metaMediaConfig {
-	return metaMediaConfig{BindIP: s.bindIP, ToneHz: s.cfg.ToneHz, NoMediaTimeout: s.cfg.NoMediaTimeout, Logger: s.log}
+	return metaMediaConfig{BindIP: s.bindIP, ToneHz: s.cfg.ToneHz, NoMediaTimeout: s.cfg.NoMediaTimeout, KeyExchange: s.cfg.KeyExchange, Logger: s.log}
 }
 
 // do sends a non-INVITE request (or a re-INVITE) in a client transaction and

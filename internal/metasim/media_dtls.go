@@ -1,0 +1,221 @@
+package metasim
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hraban/opus"
+	"github.com/pion/ice/v4"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Meta's WebRTC media side: ICE-lite, DTLS server (a=setup:actpass in its
+// offers, passive in its answers), Opus 111 + telephone-event 126, as in
+// the guide's "User-initiated calls (with WebRTC media)". Built on
+// pion/webrtc, independent of waphone's media package.
+type metaRTC struct {
+	pc    *webrtc.PeerConnection
+	track *webrtc.TrackLocalStaticRTP
+}
+
+// newMetaRTC builds the peer; opusFmtp is what Meta registers for Opus
+// (its own for offers, the business's for answers so pion matches it).
+func newMetaRTC(m *metaMedia, opusFmtp string) (*metaRTC, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: opusFmtp,
+			RTCPFeedback: []webrtc.RTCPFeedback{{Type: "transport-cc"}}},
+		PayloadType: 111,
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000},
+		PayloadType:        126,
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	var se webrtc.SettingEngine
+	se.SetLite(true) // Meta is ICE-lite: the business must be the controlling agent
+	se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	ip := net.IP(m.ip.AsSlice())
+	se.SetIPFilter(func(c net.IP) bool { return c.Equal(ip) })
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "WhatsAppTrack1")
+	if err == nil {
+		_, err = pc.AddTrack(track)
+	}
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	r := &metaRTC{pc: pc, track: track}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		m.wg.Add(1)
+		go m.rtcRecv(tr)
+	})
+	return r, nil
+}
+
+func (r *metaRTC) gather(desc webrtc.SessionDescription) (string, error) {
+	done := webrtc.GatheringCompletePromise(r.pc)
+	if err := r.pc.SetLocalDescription(desc); err != nil {
+		return "", err
+	}
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+	}
+	return r.pc.LocalDescription().SDP, nil
+}
+
+// newMetaOfferDTLS is Meta's WebRTC offer for a user-initiated call.
+func newMetaOfferDTLS(cfg metaMediaConfig) (*metaMedia, []byte, error) {
+	m, err := newMetaMedia(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.rtc, err = newMetaRTC(m, metaOpusFmtp); err != nil {
+		m.close()
+		return nil, nil, fmt.Errorf("metasim webrtc: %w", err)
+	}
+	off, err := m.rtc.pc.CreateOffer(nil)
+	var sdp string
+	if err == nil {
+		sdp, err = m.rtc.gather(off)
+	}
+	if err != nil {
+		m.close()
+		return nil, nil, fmt.Errorf("metasim webrtc offer: %w", err)
+	}
+	m.offered, m.sendPT, m.recvPT, m.dtmfPT = true, 111, 111, 126
+	return m, []byte(sdp), nil
+}
+
+// newMetaAnswerDTLS answers a business's WebRTC offer (ICE-lite, passive).
+func newMetaAnswerDTLS(cfg metaMediaConfig, offer []byte) (*metaMedia, []byte, error) {
+	m, err := newMetaMedia(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.rtc, err = newMetaRTC(m, metaOpusFmtp); err != nil { // Meta answers with its own fmtp
+		m.close()
+		return nil, nil, fmt.Errorf("metasim webrtc: %w", err)
+	}
+	err = m.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)})
+	var sdp string
+	if err == nil {
+		var ans webrtc.SessionDescription
+		if ans, err = m.rtc.pc.CreateAnswer(nil); err == nil {
+			sdp, err = m.rtc.gather(ans)
+		}
+	}
+	if err != nil {
+		m.close()
+		return nil, nil, fmt.Errorf("metasim webrtc answer: %w", err)
+	}
+	m.sendPT, m.recvPT, m.dtmfPT = 111, 111, 126
+	return m, []byte(sdp), nil
+}
+
+func isWebRTCOffer(sdp []byte) bool {
+	s := string(sdp)
+	return strings.Contains(s, "a=fingerprint:") && !strings.Contains(s, "a=crypto:")
+}
+
+// rtcRecv records the business's audio and starts the tone once its first
+// packet arrived: Meta expects the business to send first.
+func (m *metaMedia) rtcRecv(tr *webrtc.TrackRemote) {
+	defer m.wg.Done()
+	dec, err := opus.NewDecoder(metaSampleRate, 1)
+	if err != nil {
+		return
+	}
+	pcm := make([]int16, 5760)
+	for {
+		pkt, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		m.mu.Lock()
+		if m.st.FirstRecvAt.IsZero() {
+			m.st.FirstRecvAt = now
+		}
+		m.st.LastRecvAt = now
+		m.st.PacketsReceived++
+		startSend := !m.sending
+		m.sending = true
+		m.mu.Unlock()
+		if startSend {
+			m.wg.Add(1)
+			go m.rtcSend()
+		}
+		if pkt.PayloadType != 111 || len(pkt.Payload) == 0 {
+			continue
+		}
+		if k, err := dec.Decode(pkt.Payload, pcm); err == nil {
+			m.record(pcm[:k])
+		}
+	}
+}
+
+func (m *metaMedia) rtcSend() {
+	defer m.wg.Done()
+	enc, err := opus.NewEncoder(metaSampleRate, 1, opus.AppVoIP)
+	if err == nil {
+		err = errors.Join(enc.SetBitrate(24000), enc.SetDTX(false))
+	}
+	if err != nil {
+		return
+	}
+	var ids [10]byte
+	_, _ = rand.Read(ids[:])
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: 111, SSRC: binary.BigEndian.Uint32(ids[0:]),
+		Timestamp: binary.BigEndian.Uint32(ids[4:]), SequenceNumber: binary.BigEndian.Uint16(ids[8:]) & 0x7fff}}
+	pcm := make([]int16, metaFrame)
+	buf := make([]byte, 1500)
+	phase, step := 0.0, 2*math.Pi*m.cfg.ToneHz/metaSampleRate
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for i := range pcm {
+			pcm[i] = int16(0.3 * 32767 * math.Sin(phase))
+			phase = math.Mod(phase+step, 2*math.Pi)
+		}
+		if n, err := enc.Encode(pcm, buf); err == nil {
+			pkt.Payload = buf[:n]
+			if err := m.rtc.track.WriteRTP(&pkt); err == nil {
+				now := time.Now()
+				m.mu.Lock()
+				if m.st.FirstSentAt.IsZero() {
+					m.st.FirstSentAt = now
+				}
+				m.st.PacketsSent++
+				m.mu.Unlock()
+			}
+		}
+		pkt.Marker = false
+		pkt.SequenceNumber++
+		pkt.Timestamp += metaFrame
+		select {
+		case <-m.quit:
+			return
+		case <-t.C:
+		}
+	}
+}

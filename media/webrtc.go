@@ -1,0 +1,346 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hraban/opus"
+	"github.com/pion/ice/v4"
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// DTLS-SRTP with ICE (Meta's default key exchange) runs on pion/webrtc:
+// ICE as the full, controlling agent (Meta is ICE-lite), DTLS as the client
+// (a=setup:active, ECDSA), SRTP keyed from DTLS. Our own Opus, jitter
+// buffer and pacing stay the same as in SDES mode: pion carries RTP.
+
+const (
+	gatherTimeout = 2 * time.Second  // no trickle over SIP: gather before answering
+	dtlsTimeout   = 10 * time.Second // ICE + DTLS must complete this soon after Start
+)
+
+type rtcPeer struct {
+	pc        *webrtc.PeerConnection
+	track     *webrtc.TrackLocalStaticRTP
+	connected chan struct{}
+	connOnce  sync.Once
+	failed    chan error
+	failOnce  sync.Once
+}
+
+func (p *rtcPeer) fail(err error) { p.failOnce.Do(func() { p.failed <- err; close(p.failed) }) }
+
+// isDTLSOffer: a fingerprint and no a=crypto means DTLS-SRTP.
+func isDTLSOffer(sd *sdp.SessionDescription) bool {
+	fp := hasAttr(sd.Attributes, "fingerprint")
+	for _, md := range sd.MediaDescriptions {
+		if strings.EqualFold(md.MediaName.Media, "audio") {
+			if hasAttr(md.Attributes, "crypto") {
+				return false
+			}
+			fp = fp || hasAttr(md.Attributes, "fingerprint")
+		}
+	}
+	return fp
+}
+
+func newRTCAPI(cfg Config, opusPT uint8, opusFmtp string, dtmfPT int) (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: opusFmtp},
+		PayloadType:        webrtc.PayloadType(opusPT),
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, fmt.Errorf("media: register opus: %w", err)
+	}
+	if dtmfPT >= 0 { // unregistered, pion's ReadRTP would fail on DTMF packets
+		if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"},
+			PayloadType:        webrtc.PayloadType(dtmfPT),
+		}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, fmt.Errorf("media: register telephone-event: %w", err)
+		}
+	}
+	var se webrtc.SettingEngine
+	// pion answers an ICE-lite peer with a=setup:passive unless told: Meta
+	// needs us to be the DTLS client.
+	se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	if cfg.BindIP != nil && !cfg.BindIP.IsUnspecified() {
+		bind := cfg.BindIP
+		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(bind) })
+		if bind.IsLoopback() {
+			se.SetIncludeLoopbackCandidate(true)
+		}
+	}
+	if cfg.PortMin > 0 && cfg.PortMax > cfg.PortMin {
+		if err := se.SetEphemeralUDPPortRange(uint16(cfg.PortMin), uint16(cfg.PortMax)); err != nil {
+			return nil, fmt.Errorf("media: rtp_ports: %w", err)
+		}
+	}
+	if cfg.AdvertiseIP != nil && (cfg.BindIP == nil || !cfg.AdvertiseIP.Equal(cfg.BindIP)) {
+		// 1:1 NAT (a port-forwarded kiosk): advertise the public address.
+		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External: []string{cfg.AdvertiseIP.String()}, AsCandidateType: webrtc.ICECandidateTypeHost,
+		}); err != nil {
+			return nil, fmt.Errorf("media: public_address: %w", err)
+		}
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)), nil
+}
+
+// newRTCPeer makes the PeerConnection, our send track and the state hooks.
+func (s *Session) newRTCPeer(opusPT uint8, opusFmtp string, dtmfPT int) error {
+	api, err := newRTCAPI(s.cfg, opusPT, opusFmtp, dtmfPT)
+	if err != nil {
+		return err
+	}
+	var ice []webrtc.ICEServer
+	if s.cfg.STUN != "" {
+		ice = []webrtc.ICEServer{{URLs: []string{"stun:" + s.cfg.STUN}}}
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: ice})
+	if err != nil {
+		return fmt.Errorf("media: peer connection: %w", err)
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "waphone")
+	if err == nil {
+		_, err = pc.AddTrack(track)
+	}
+	if err != nil {
+		_ = pc.Close()
+		return fmt.Errorf("media: audio track: %w", err)
+	}
+	p := &rtcPeer{pc: pc, track: track, connected: make(chan struct{}), failed: make(chan error, 1)}
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		s.log.Debug("ice/dtls state", "state", st.String())
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			p.connOnce.Do(func() { close(p.connected) })
+		case webrtc.PeerConnectionStateFailed:
+			p.fail(errors.New("ICE/DTLS failed: no path to the peer, or a bad fingerprint"))
+		}
+	})
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		s.wg.Add(1)
+		go s.rtcRecv(tr)
+	})
+	s.rtc = p
+	return nil
+}
+
+// gatherLocal sets our description and waits (bounded) for host
+// candidates: SIP has no trickle, so they must be in the SDP.
+func (s *Session) gatherLocal(desc webrtc.SessionDescription) ([]byte, error) {
+	done := webrtc.GatheringCompletePromise(s.rtc.pc)
+	if err := s.rtc.pc.SetLocalDescription(desc); err != nil {
+		return nil, fmt.Errorf("media: local description: %w", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(gatherTimeout):
+		s.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
+	}
+	return []byte(s.rtc.pc.LocalDescription().SDP), nil
+}
+
+// answerDTLS answers Meta's WebRTC offer.
+func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, []byte, error) {
+	var md *sdp.MediaDescription
+	for _, m := range sd.MediaDescriptions {
+		if strings.EqualFold(m.MediaName.Media, "audio") && m.MediaName.Port.Value != 0 {
+			md = m
+			break
+		}
+	}
+	if md == nil {
+		return nil, nil, notAcceptable("no audio stream offered")
+	}
+	opusPT, dtmfPT, opus := -1, -1, codecInfo{}
+	for pt, c := range codecs(md) {
+		switch {
+		case strings.EqualFold(c.name, "opus") && c.clock == 48000 && opusPT < 0:
+			opusPT, opus = pt, c
+		case strings.EqualFold(c.name, "telephone-event") && c.clock == 8000 && dtmfPT < 0:
+			dtmfPT = pt
+		}
+	}
+	if opusPT < 0 {
+		return nil, nil, notAcceptable("no common codec (need opus/48000)")
+	}
+	s, err := newSession(cfg, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.newRTCPeer(uint8(opusPT), opus.fmtp, dtmfPT); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	norm, err := normalizeSDP(raw) // pion wants CRLF lines in RFC order
+	if err != nil {
+		s.Close()
+		return nil, nil, badSDP("%v", err)
+	}
+	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(norm)}); err != nil {
+		s.Close()
+		return nil, nil, notAcceptable("WebRTC offer not usable: %v", err)
+	}
+	ans, err := s.rtc.pc.CreateAnswer(nil)
+	if err != nil {
+		s.Close()
+		return nil, nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
+	}
+	b, err := s.gatherLocal(ans)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	s.localSDP = b
+	s.remote = &remoteDesc{opusPT: uint8(opusPT), opus: opus, dtmfPT: dtmfPT}
+	s.codec = fmt.Sprintf("opus/48000/2 pt %d (DTLS-SRTP)", opusPT)
+	return s, bytes.Clone(b), nil
+}
+
+// offerDTLS makes our WebRTC offer for a business-initiated call.
+func offerDTLS(cfg Config) (*Session, []byte, error) {
+	s, err := newSession(cfg, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Only useinbandfec: pion matches codecs by fmtp, and Meta's answer says
+	// minptime=20, maxplaybackrate=16000... which must not contradict ours.
+	if err := s.newRTCPeer(offerOpusPT, "useinbandfec=1", offerDTMFPT); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	off, err := s.rtc.pc.CreateOffer(nil)
+	if err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("media: offer: %w", err)
+	}
+	b, err := s.gatherLocal(off)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	s.localSDP, s.offerer = b, true
+	s.codec = fmt.Sprintf("opus/48000/2 pt %d (DTLS-SRTP)", offerOpusPT)
+	return s, bytes.Clone(b), nil
+}
+
+// setAnswerDTLS applies Meta's ICE-lite answer to our offer.
+func (s *Session) setAnswerDTLS(answer []byte) error {
+	norm, err := normalizeSDP(answer)
+	if err != nil {
+		return badSDP("%v", err)
+	}
+	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(norm)}); err != nil {
+		return &NegotiationError{Status: 488, Reason: "WebRTC answer not usable: " + err.Error()}
+	}
+	sd, nerr := parseSDP(answer)
+	opus, dtmfPT := codecInfo{}, -1
+	if nerr == nil {
+		for _, md := range sd.MediaDescriptions {
+			for pt, c := range codecs(md) {
+				if strings.EqualFold(c.name, "opus") && pt == int(offerOpusPT) {
+					opus = c
+				}
+				if strings.EqualFold(c.name, "telephone-event") {
+					dtmfPT = pt
+				}
+			}
+		}
+	}
+	s.remote = &remoteDesc{opusPT: offerOpusPT, opus: opus, dtmfPT: dtmfPT}
+	return nil
+}
+
+// rtcWrite sends one plain RTP packet through pion (which protects it).
+func (s *Session) rtcWrite(pkt []byte) error {
+	select {
+	case <-s.rtc.connected:
+	default:
+		return errNotConnected
+	}
+	_, err := s.rtc.track.Write(pkt)
+	return err
+}
+
+var errNotConnected = errors.New("media: ICE/DTLS not connected yet")
+
+// rtcRecv feeds the remote track's RTP into the jitter buffer.
+func (s *Session) rtcRecv(tr *webrtc.TrackRemote) {
+	defer s.wg.Done()
+	rx := &receiver{opusPT: uint8(tr.PayloadType()), opusPT2: s.remote.opusPT, dtmfPT: s.remote.dtmfPT, dtmfPT2: s.remote.dtmfPT}
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	for {
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			return
+		}
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			s.malformed.Add(1)
+			continue
+		}
+		s.recv.Add(1)
+		s.gotValid(netip.AddrPort{})
+		s.handleRTP(rx, &pkt.Header, pkt.Payload)
+	}
+}
+
+// watchRTC ends the session when ICE/DTLS fails or never completes.
+func (s *Session) watchRTC(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTimer(dtlsTimeout)
+	defer t.Stop()
+	connected := s.rtc.connected
+	for {
+		select {
+		case <-connected:
+			connected = nil
+			t.Stop()
+			s.log.Info("DTLS-SRTP connected")
+		case err, ok := <-s.rtc.failed:
+			if ok {
+				s.stop(err)
+			}
+			return
+		case <-t.C:
+			s.stop(errors.New("ICE/DTLS did not complete within 10 s"))
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// startRTC runs the same send/play loops as SDES mode over pion's
+// transport; the first packet goes out the moment DTLS completes.
+func (s *Session) startRTC(ctx context.Context, src Source, sink Sink) error {
+	tx, err := newPlainSender(nil, s.remote)
+	if err != nil {
+		return err
+	}
+	dec, err := opus.NewDecoder(SampleRate, 1)
+	if err != nil {
+		return fmt.Errorf("media: opus decoder: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	s.cancel, s.started, s.startedAt = cancel, true, time.Now()
+	s.wg.Add(3)
+	go s.watchRTC(runCtx)
+	go s.sendLoop(runCtx, ctx, src, tx)
+	go s.playLoop(runCtx, ctx, sink, &player{dec: dec, lastN: FrameSamples})
+	s.log.Info("media started", "codec", s.codec)
+	return nil
+}
