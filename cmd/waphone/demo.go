@@ -91,104 +91,18 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	_, _ = rand.Read(secret)
 	password := hex.EncodeToString(secret)
 
-	sim, err := metasim.Start(ctx, metasim.Config{
-		BusinessNumber: demoBusiness, BusinessHost: demoHost, Password: password,
-		BusinessRoots: ca.Pool(), ToneHz: metaTone, NoMediaTimeout: 10 * time.Second,
-		Logger: log.With("side", "metasim"),
-	})
-	if err != nil {
-		return fmt.Errorf("starting metasim: %w", err)
-	}
-	defer sim.Close()
-
-	cfg := config.Default()
-	cfg.SIP.Hostname, cfg.SIP.Number = demoHost, demoBusiness
-	cfg.SIP.Listen = "127.0.0.1:0"
-	cfg.SIP.GatewayAddr = sim.Addr()
-	cfg.Media.KeyExchange, cfg.Media.BindAddress, cfg.Media.RTPPorts = "sdes", "127.0.0.1", "20000-20999"
-	cfg.Phone.Answer = "auto"
-	recs := &recorders{}
-	d, err := newDaemon(cfg, log.With("side", "waphone"), daemonOptions{
-		password:     func() (string, error) { return password, nil },
-		gatewayRoots: sim.CA().Pool(),
-		capture:      func() (phone.AudioSource, error) { return audio.NewTone(ourTone, 0.3), nil },
-		playback:     recs.open,
-		listen:       true,
-	})
-	if err != nil {
-		return err
-	}
-	defer d.close()
-	certs, err := sip.NewCertReloader(certFile, keyFile, log)
-	if err != nil {
-		return err
-	}
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	d.serve(sctx, certs.Certificate)
-	target := d.ln.Addr().String()
-
-	fmt.Fprintf(stdout, "waphone demo: metasim (Meta's gateway, emulated) at %s, waphone at %s, both on loopback\n", sim.Addr(), target)
 	var failed []string
-	check := func(name string, err error) {
+	for _, mode := range []string{"sdes", "dtls"} {
+		f, err := demoMode(ctx, mode, *talk, log, ca, certFile, keyFile, password, stdout)
 		if err != nil {
-			failed = append(failed, name)
-			fmt.Fprintf(stdout, "  FAIL %s: %v\n", name, err)
-		} else {
-			fmt.Fprintf(stdout, "  ok   %s\n", name)
+			return err
 		}
-	}
-
-	// 1. A WhatsApp user calls the business.
-	fmt.Fprintln(stdout, "1. user-initiated call (Meta → waphone), SDES-SRTP Opus:")
-	in, err := sim.Call(ctx, target, metasim.CallOptions{From: demoUser, Username: "demo_user", UserID: "US.13491208655302741918"})
-	switch {
-	case err != nil:
-		check("call answered", err)
-	case in.Status() != 200:
-		check("call answered", fmt.Errorf("got %d", in.Status()))
-	default:
-		check(fmt.Sprintf("digest challenge answered, call answered (%v → %d)", in.Provisional(), in.Status()), nil)
-		sleep(ctx, *talk)
-		check("Meta hangs up (BYE)", in.Hangup(ctx))
-		waitIdle(ctx, d.phone)
-		check(fmt.Sprintf("waphone's %v Hz tone heard on Meta's side", ourTone), toneIn(in.Recorded(), ourTone))
-		check(fmt.Sprintf("Meta's %v Hz tone heard in waphone's earpiece", metaTone), toneIn(recs.samples(), metaTone))
-		ms := in.MediaStats()
-		check("waphone sent the first SRTP packet", firstFromUs(ms))
-	}
-
-	// 2. The business calls a WhatsApp user.
-	fmt.Fprintln(stdout, "2. business-initiated call (waphone → Meta), SDES-SRTP Opus:")
-	if err := d.phone.Call(ctx, demoUser); err != nil {
-		check("call answered", err)
-	} else {
-		check("Meta's 407 answered, call answered", nil)
-		var out *metasim.Call
-		select {
-		case out = <-sim.Incoming():
-		case <-time.After(5 * time.Second):
-		}
-		sleep(ctx, *talk)
-		check("waphone hangs up (BYE)", d.phone.Hangup())
-		waitIdle(ctx, d.phone)
-		if out == nil {
-			check("metasim saw the call", errors.New("no call arrived"))
-		} else {
-			select {
-			case <-out.Done():
-			case <-time.After(5 * time.Second):
-			}
-			check("Meta received the BYE", boolErr(out.EndedBy() == "business", "ended by "+out.EndedBy()))
-			check(fmt.Sprintf("waphone's %v Hz tone heard on Meta's side", ourTone), toneIn(out.Recorded(), ourTone))
-			check(fmt.Sprintf("Meta's %v Hz tone heard in waphone's earpiece", metaTone), toneIn(recs.samples(), metaTone))
-			check("waphone sent the first SRTP packet", firstFromUs(out.MediaStats()))
-		}
+		failed = append(failed, f...)
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("demo failed: %d check(s): %v", len(failed), failed)
 	}
-	fmt.Fprintln(stdout, "demo ok: both directions connected, authenticated and carried audio")
+	fmt.Fprintln(stdout, "demo ok: both directions, SDES and DTLS, connected, authenticated and carried audio")
 	return nil
 }
 
@@ -229,4 +143,105 @@ func boolErr(ok bool, msg string) error {
 		return nil
 	}
 	return errors.New(msg)
+}
+
+// demoMode runs one call each way with one kind of media.
+func demoMode(ctx context.Context, mode string, talk time.Duration, log *slog.Logger, ca *testpki.CA,
+	certFile, keyFile, password string, stdout io.Writer) ([]string, error) {
+	sim, err := metasim.Start(ctx, metasim.Config{
+		BusinessNumber: demoBusiness, BusinessHost: demoHost, Password: password,
+		BusinessRoots: ca.Pool(), ToneHz: metaTone, NoMediaTimeout: 10 * time.Second, KeyExchange: mode,
+		Logger: log.With("side", "metasim"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting metasim: %w", err)
+	}
+	defer sim.Close()
+
+	cfg := config.Default()
+	cfg.SIP.Hostname, cfg.SIP.Number = demoHost, demoBusiness
+	cfg.SIP.Listen = "127.0.0.1:0"
+	cfg.SIP.GatewayAddr = sim.Addr()
+	cfg.Media.KeyExchange, cfg.Media.BindAddress, cfg.Media.RTPPorts = mode, "127.0.0.1", "20000-20999"
+	cfg.Phone.Answer = "auto"
+	recs := &recorders{}
+	d, err := newDaemon(cfg, log.With("side", "waphone"), daemonOptions{
+		password:     func() (string, error) { return password, nil },
+		gatewayRoots: sim.CA().Pool(),
+		capture:      func() (phone.AudioSource, error) { return audio.NewTone(ourTone, 0.3), nil },
+		playback:     recs.open,
+		listen:       true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	certs, err := sip.NewCertReloader(certFile, keyFile, log)
+	if err != nil {
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	d.serve(sctx, certs.Certificate)
+	target := d.ln.Addr().String()
+
+	media := map[string]string{"sdes": "SDES-SRTP Opus", "dtls": "DTLS-SRTP + ICE Opus (Meta's default)"}[mode]
+	fmt.Fprintf(stdout, "waphone demo, %s: metasim (Meta's gateway, emulated) at %s, waphone at %s, both on loopback\n", media, sim.Addr(), target)
+	var failed []string
+	check := func(name string, err error) {
+		if err != nil {
+			failed = append(failed, mode+": "+name)
+			fmt.Fprintf(stdout, "  FAIL %s: %v\n", name, err)
+		} else {
+			fmt.Fprintf(stdout, "  ok   %s\n", name)
+		}
+	}
+
+	// 1. A WhatsApp user calls the business.
+	fmt.Fprintf(stdout, "1. user-initiated call (Meta → waphone), %s:\n", media)
+	in, err := sim.Call(ctx, target, metasim.CallOptions{From: demoUser, Username: "demo_user", UserID: "US.13491208655302741918"})
+	switch {
+	case err != nil:
+		check("call answered", err)
+	case in.Status() != 200:
+		check("call answered", fmt.Errorf("got %d", in.Status()))
+	default:
+		check(fmt.Sprintf("digest challenge answered, call answered (%v → %d)", in.Provisional(), in.Status()), nil)
+		sleep(ctx, talk)
+		check("Meta hangs up (BYE)", in.Hangup(ctx))
+		waitIdle(ctx, d.phone)
+		check(fmt.Sprintf("waphone's %v Hz tone heard on Meta's side", ourTone), toneIn(in.Recorded(), ourTone))
+		check(fmt.Sprintf("Meta's %v Hz tone heard in waphone's earpiece", metaTone), toneIn(recs.samples(), metaTone))
+		ms := in.MediaStats()
+		check("waphone sent the first SRTP packet", firstFromUs(ms))
+	}
+
+	// 2. The business calls a WhatsApp user.
+	fmt.Fprintf(stdout, "2. business-initiated call (waphone → Meta), %s:\n", media)
+	if err := d.phone.Call(ctx, demoUser); err != nil {
+		check("call answered", err)
+	} else {
+		check("Meta's 407 answered, call answered", nil)
+		var out *metasim.Call
+		select {
+		case out = <-sim.Incoming():
+		case <-time.After(5 * time.Second):
+		}
+		sleep(ctx, talk)
+		check("waphone hangs up (BYE)", d.phone.Hangup())
+		waitIdle(ctx, d.phone)
+		if out == nil {
+			check("metasim saw the call", errors.New("no call arrived"))
+		} else {
+			select {
+			case <-out.Done():
+			case <-time.After(5 * time.Second):
+			}
+			check("Meta received the BYE", boolErr(out.EndedBy() == "business", "ended by "+out.EndedBy()))
+			check(fmt.Sprintf("waphone's %v Hz tone heard on Meta's side", ourTone), toneIn(out.Recorded(), ourTone))
+			check(fmt.Sprintf("Meta's %v Hz tone heard in waphone's earpiece", metaTone), toneIn(recs.samples(), metaTone))
+			check("waphone sent the first SRTP packet", firstFromUs(out.MediaStats()))
+		}
+	}
+	return failed, nil
 }
