@@ -51,9 +51,12 @@ type Config struct {
 	AutoAnswerDelay time.Duration
 	RingTimeout     time.Duration // 0 = 60 s
 	SpeedDial       string        // a long press while idle calls this number ("" = off)
-	Media           media.Config
-	Capture         func() (AudioSource, error)
-	Playback        func() (AudioSink, error)
+	// NoEarlyMedia turns off the 183 with our SDP while ringing (on by
+	// default: ICE/DTLS then complete before the answer, no clipped words).
+	NoEarlyMedia bool
+	Media        media.Config
+	Capture      func() (AudioSource, error)
+	Playback     func() (AudioSink, error)
 	// Ringer is where an incoming call rings (a speaker); nil = Playback.
 	Ringer func() (AudioSink, error)
 	// OnEvent, if set, sees every event as it happens (tests, the demo).
@@ -207,6 +210,11 @@ func (p *Phone) runInbound(c *call, ic *sip.InboundCall, answer []byte) {
 		p.log.Warn("sending 180 failed", "err", err)
 	}
 	p.emit(c, "ringing", c.info.Remote)
+	if !p.cfg.NoEarlyMedia {
+		if err := ic.Progress(answer); err != nil {
+			p.log.Warn("sending 183 with early SDP failed", "err", err)
+		}
+	}
 	ringer := p.cfg.Ringer
 	if ringer == nil {
 		ringer = p.cfg.Playback

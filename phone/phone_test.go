@@ -50,6 +50,7 @@ type rigOpts struct {
 	ringer       *audio.Recorder
 	headset      *audio.Headset // when set, the call's audio goes through it
 	dtls         bool           // WebRTC media (DTLS-SRTP + ICE) both ways
+	noEarly      bool           // no 183 with SDP while ringing
 }
 
 func logger() *slog.Logger {
@@ -83,7 +84,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	}
 	r := &rig{sim: sim}
 	r.phone = phone.New(phone.Config{
-		Answer: o.answer, RingTimeout: o.ringTimeout,
+		Answer: o.answer, RingTimeout: o.ringTimeout, NoEarlyMedia: o.noEarly,
 		Media: media.Config{KeyExchange: map[bool]string{true: "dtls", false: "sdes"}[o.dtls], BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
 		Capture: func() (phone.AudioSource, error) {
 			if o.headset != nil {
@@ -537,5 +538,41 @@ func requireDTLS(t *testing.T, r *rig) {
 	t.Helper()
 	if st := r.phone.Status(); st.Media == nil || !strings.Contains(st.Media.Codec, "DTLS-SRTP") {
 		t.Fatalf("media is not DTLS-SRTP: %+v", st.Media)
+	}
+}
+
+// TestEarlyMediaFirstAudioDelay: with the 183 (default) ICE and DTLS finish
+// while the phone rings, so the first audio packet follows the 200 OK at
+// once; without it they start only at the answer. The delays are logged
+// (measurements, not assertions: the machine is noisy).
+func TestEarlyMediaFirstAudioDelay(t *testing.T) {
+	for _, early := range []bool{true, false} {
+		r := newRig(t, rigOpts{dtls: true, answer: "button", noEarly: !early})
+		go func() {
+			r.waitState(t, phone.Ringing)
+			time.Sleep(700 * time.Millisecond) // the shop owner reaches for the button
+			_ = r.phone.Press(phone.InShortPress)
+		}()
+		c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
+		if err != nil || c.Status() != 200 {
+			t.Fatalf("%v %d", err, c.Status())
+		}
+		answered := time.Now()
+		if c.EarlyMedia() != early {
+			t.Fatalf("early media %v, want %v", c.EarlyMedia(), early)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for c.MediaStats().FirstRecvAt.IsZero() && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		first := c.MediaStats().FirstRecvAt
+		if first.IsZero() {
+			t.Fatal("no audio")
+		}
+		t.Logf("early media %v: first audio %v after the 200 OK reached Meta", early, first.Sub(answered).Round(time.Millisecond))
+		time.Sleep(time.Second)
+		_ = c.Hangup(context.Background())
+		r.waitState(t, phone.Idle)
+		requireTone(t, "Meta hears waphone", c.Recorded(), 440)
 	}
 }

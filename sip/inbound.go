@@ -46,6 +46,23 @@ func (c *InboundCall) claimFinal() error {
 	return nil
 }
 
+// Progress sends 183 Session Progress with our SDP answer, so that ICE and
+// DTLS complete while the phone rings and no first word is clipped. The
+// 200 OK later carries the same SDP.
+func (c *InboundCall) Progress(sdp []byte) error {
+	res := ssip.NewResponseFromRequest(c.d.srv.InviteRequest, 183, "Session Progress", sdp)
+	res.AppendHeader(ssip.NewHeader("Content-Type", "application/sdp"))
+	for _, h := range c.d.e.commonHeaders() {
+		res.AppendHeader(h)
+	}
+	ct := c.d.e.contact()
+	res.AppendHeader(&ct)
+	if err := c.d.srv.WriteResponse(res); err != nil {
+		return fmt.Errorf("sending 183: %w", err)
+	}
+	return nil
+}
+
 // Answer sends 200 OK with our SDP answer and waits for Meta's ACK.
 func (c *InboundCall) Answer(ctx context.Context, sdp []byte) error {
 	if err := c.claimFinal(); err != nil {

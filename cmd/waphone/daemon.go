@@ -172,7 +172,7 @@ type daemonOptions struct {
 }
 
 func mediaConfig(cfg config.Config, log *slog.Logger) (media.Config, error) {
-	mc := media.Config{KeyExchange: cfg.Media.KeyExchange, Logger: log}
+	mc := media.Config{KeyExchange: cfg.Media.KeyExchange, STUN: cfg.Media.STUN, Logger: log}
 	lo, hi, err := cfg.Media.PortRange()
 	if err != nil {
 		return mc, err

@@ -80,6 +80,7 @@ type Call struct {
 	cancelRequested bool
 	cancelSent      bool
 	provReceived    bool   // a 1xx reached the INVITE transaction (CANCEL allowed)
+	earlyMedia      bool   // a 183 carried the business's SDP (applied before the 200)
 	pendingCSeq     uint32 // CSeq of the INVITE in flight
 	err             error
 	mediaStarted    bool
@@ -443,4 +444,12 @@ func (c *Call) finish(by string, bye *sip.Request) {
 		c.finalOnce.Do(func() { close(c.final) })
 		close(c.done)
 	})
+}
+
+// EarlyMedia reports whether the business sent its SDP in a 183 (media set
+// up while ringing).
+func (c *Call) EarlyMedia() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.earlyMedia
 }

@@ -9,6 +9,7 @@ package metasim
 // valid SRTP packet arrived, then sends to wherever that packet came from.
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
@@ -74,6 +75,7 @@ type metaMedia struct {
 	recvPT         uint8
 	dtmfPT         int
 	rec            []int16
+	early          []byte // SDP applied from a 183
 	st             metaMediaStats
 	sentBeforeRecv bool
 	started        bool
@@ -286,7 +288,31 @@ func newMetaAnswer(cfg metaMediaConfig, offer []byte) (*metaMedia, []byte, error
 }
 
 // setAnswer takes the business's 200 OK SDP for Meta's offer.
+// setEarly applies a 183's SDP (early media): ICE/DTLS can complete while
+// the phone rings, so audio flows from the first packet after 200 OK.
+func (m *metaMedia) setEarly(answer []byte) error {
+	m.mu.Lock()
+	done := m.early != nil
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := m.setAnswer(answer); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.early = bytes.Clone(answer)
+	m.mu.Unlock()
+	return nil
+}
+
 func (m *metaMedia) setAnswer(answer []byte) error {
+	m.mu.Lock()
+	same := m.early != nil && bytes.Equal(m.early, answer)
+	m.mu.Unlock()
+	if same { // the 200 repeats the 183's SDP: media is already set up
+		return nil
+	}
 	if m.rtc != nil {
 		return m.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)})
 	}

@@ -243,7 +243,16 @@ func (c *Call) awaitFinal(tx sip.ClientTransaction) (*sip.Response, error) {
 
 // onProvisional runs in the INVITE's goroutine for each 1xx the
 // transaction passes up (after c.invite is set, so a CANCEL can be built).
-func (c *Call) onProvisional(*sip.Response) {
+func (c *Call) onProvisional(res *sip.Response) {
+	if res.StatusCode == 183 && len(res.Body()) > 0 {
+		if err := c.media.setEarly(res.Body()); err != nil {
+			c.sim.log.Info("183 SDP unusable; waiting for the 200", "call-id", c.callID, "error", err)
+		} else {
+			c.mu.Lock()
+			c.earlyMedia = true
+			c.mu.Unlock()
+		}
+	}
 	c.mu.Lock()
 	c.provReceived = true
 	send := c.cancelRequested && !c.cancelSent
