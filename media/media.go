@@ -48,6 +48,9 @@ type Config struct {
 	// Before the first packet the limit is min(20 s, NoMediaTimeout), the
 	// window after which Meta itself gives up on a silent call.
 	NoMediaTimeout time.Duration
+	// OnDTMF, if set, is called once per RFC 4733 telephone-event received
+	// ('0'-'9', '*', '#', 'A'-'D'), from the receive goroutine.
+	OnDTMF func(digit rune)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// STUN is a host:port for server-reflexive ICE candidates (DTLS mode); "" = none.

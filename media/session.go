@@ -70,6 +70,8 @@ type Session struct {
 
 	rtc *rtcPeer // DTLS-SRTP mode (pion/webrtc); nil for SDES
 
+	dtmfQueue []byte // events waiting to be sent (guarded by mu)
+
 	wg   sync.WaitGroup
 	done chan struct{}
 }
@@ -557,6 +559,7 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	next := time.Now()
+	var dtmf dtmfState
 	for {
 		pcm := tx.pcm[:]
 		if s.muted.Load() || src == nil {
@@ -567,7 +570,18 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 				s.log.Warn("audio source failed, sending silence", "err", err, "count", srcErrs)
 			}
 		}
-		if out, err := tx.frame(pcm); err != nil {
+		out, err := []byte(nil), error(nil)
+		if ev := s.nextDTMF(tx, &dtmf); ev != nil {
+			// A telephone-event replaces this tick's audio; the audio clock runs on.
+			tx.ts += FrameSamples
+			out = ev
+			if tx.srtp != nil {
+				out, err = tx.srtp.EncryptRTP(tx.out[:0], ev, &tx.hdr)
+			}
+		} else {
+			out, err = tx.frame(pcm)
+		}
+		if err != nil {
 			if sendErrs++; logEvery(sendErrs) {
 				s.log.Warn("rtp frame failed", "err", err, "count", sendErrs)
 			}
@@ -627,16 +641,19 @@ func (s *Session) noteSent(to *netip.AddrPort) {
 
 // receiver owns the inbound SRTP context and buffers (receive goroutine only).
 type receiver struct {
-	ctx      *srtp.Context
-	hdr      rtp.Header
-	opusPT   uint8
-	opusPT2  uint8
-	dtmfPT   int
-	dtmfPT2  int
-	lastSSRC uint32
-	haveSSRC bool
-	buf      [2048]byte
-	rtcpBuf  [2048]byte
+	ctx     *srtp.Context
+	hdr     rtp.Header
+	opusPT  uint8
+	opusPT2 uint8
+	dtmfPT  int
+	dtmfPT2 int
+	// last telephone-event seen, to report each event once
+	lastEventTS uint32
+	haveEvent   bool
+	lastSSRC    uint32
+	haveSSRC    bool
+	buf         [2048]byte
+	rtcpBuf     [2048]byte
 }
 
 // unprotect authenticates and decrypts one SRTP packet and returns its
@@ -741,8 +758,16 @@ func (s *Session) handleRTP(rx *receiver, h *rtp.Header, payload []byte) {
 		}
 	case int(h.PayloadType) == rx.dtmfPT || int(h.PayloadType) == rx.dtmfPT2:
 		s.dtmf.Add(1)
-		if len(payload) >= 4 && h.Marker {
-			s.log.Debug("telephone-event received (ignored)", "event", payload[0], "end", payload[1]&0x80 != 0)
+		// One event = one RTP timestamp; report it once, at its first packet
+		// (retransmitted end packets and the long-event updates share it).
+		if len(payload) >= 4 && (!rx.haveEvent || h.Timestamp != rx.lastEventTS) {
+			rx.haveEvent, rx.lastEventTS = true, h.Timestamp
+			if d := dtmfDigit(payload[0]); d != 0 {
+				s.log.Info("DTMF received", "digit", string(d))
+				if s.cfg.OnDTMF != nil {
+					s.cfg.OnDTMF(d)
+				}
+			}
 		}
 	default:
 		if n := s.unknownPT.Add(1); logEvery(n) {

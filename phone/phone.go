@@ -173,7 +173,8 @@ func (p *Phone) IncomingCall(ic *sip.InboundCall) {
 		p.emit(nil, "rejected-busy", info.Remote)
 		return
 	}
-	sess, answer, err := media.Answer(p.cfg.Media, ic.Offer())
+	var cref callRef
+	sess, answer, err := media.Answer(p.mediaConfig(&cref), ic.Offer())
 	if err != nil {
 		code, reason := 488, "Not Acceptable Here"
 		var ne *media.NegotiationError
@@ -196,6 +197,7 @@ func (p *Phone) IncomingCall(ic *sip.InboundCall) {
 	}
 	p.cur = c
 	p.mu.Unlock()
+	cref.set(c)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -477,7 +479,9 @@ func (p *Phone) Call(ctx context.Context, number string) error {
 	p.mu.Unlock()
 	p.emit(c, "dialing", number)
 
-	sess, offer, err := media.Offer(p.cfg.Media)
+	var cref callRef
+	cref.set(c)
+	sess, offer, err := media.Offer(p.mediaConfig(&cref))
 	if err != nil {
 		p.finish(c, sip.EndFailed, err.Error())
 		return fmt.Errorf("preparing media: %w", err)
@@ -636,6 +640,47 @@ func (p *Phone) ToggleMute() (muted bool, err error) {
 	p.mu.Unlock()
 	p.emit(c, map[bool]string{true: "muted", false: "unmuted"}[muted], "")
 	return muted, nil
+}
+
+// callRef lets a media callback name its call before the call exists.
+type callRef struct {
+	mu sync.Mutex
+	c  *call
+}
+
+func (r *callRef) set(c *call) { r.mu.Lock(); r.c = c; r.mu.Unlock() }
+func (r *callRef) get() *call  { r.mu.Lock(); defer r.mu.Unlock(); return r.c }
+
+// mediaConfig is the per-call media config: received DTMF becomes an event.
+func (p *Phone) mediaConfig(ref *callRef) media.Config {
+	mc := p.cfg.Media
+	mc.OnDTMF = func(d rune) {
+		if c := ref.get(); c != nil {
+			p.emit(c, "dtmf-received", string(d))
+		}
+	}
+	return mc
+}
+
+// SendDTMF sends digits (RFC 4733) on the call in progress.
+func (p *Phone) SendDTMF(digits string) error {
+	p.mu.Lock()
+	c := p.cur
+	p.mu.Unlock()
+	if c == nil || c.sess == nil {
+		return errors.New("no call in progress")
+	}
+	p.mu.Lock()
+	talking := c.state == Talking
+	p.mu.Unlock()
+	if !talking {
+		return errors.New("the call is not answered yet")
+	}
+	if err := c.sess.SendDTMF(digits); err != nil {
+		return err
+	}
+	p.emit(c, "dtmf-sent", digits)
+	return nil
 }
 
 // StatusJSON is Status for the control socket.

@@ -576,3 +576,38 @@ func TestEarlyMediaFirstAudioDelay(t *testing.T) {
 		requireTone(t, "Meta hears waphone", c.Recorded(), 440)
 	}
 }
+
+func TestSendDTMFDuringCall(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	if err := r.phone.SendDTMF("1"); err == nil {
+		t.Fatal("DTMF without a call")
+	}
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("%v %d", err, c.Status())
+	}
+	r.waitState(t, phone.Talking)
+	if err := r.phone.SendDTMF("123#"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.phone.SendDTMF("12x"); err == nil {
+		t.Fatal("bad digit accepted")
+	}
+	time.Sleep(time.Second)
+	before := c.MediaStats().PacketsReceived
+	time.Sleep(300 * time.Millisecond)
+	if c.MediaStats().PacketsReceived < before+10 {
+		t.Fatal("media stopped after DTMF")
+	}
+	_ = c.Hangup(context.Background())
+	r.waitState(t, phone.Idle)
+	found := false
+	r.mu.Lock()
+	for _, ev := range r.events {
+		found = found || (ev.What == "dtmf-sent" && ev.Detail == "123#")
+	}
+	r.mu.Unlock()
+	if !found {
+		t.Fatal("no dtmf-sent event")
+	}
+}

@@ -40,6 +40,7 @@ usage:
   waphone demo                      a demo call each way against a built-in Meta emulator
   waphone call [-config FILE] +NUMBER
                                     call a WhatsApp user (through the daemon if it runs)
+  waphone dtmf [-config FILE] DIGITS  send DTMF (0-9 * # A-D) on the call in progress
   waphone answer|hangup|mute|status [-config FILE]
                                     drive the running daemon over its control socket
   waphone setup -config FILE [--dry-run|--show|--reset-password]
@@ -80,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(ctx, rest, stdout, stderr)
 	case "call":
 		err = cmdCall(ctx, rest, stdout, stderr)
+	case "dtmf":
+		err = cmdDTMF(ctx, rest, stdout, stderr)
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "doctor":
@@ -376,5 +379,30 @@ func cmdHistory(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", r.Start.Local().Format("2006-01-02 15:04:05"),
 			r.Direction, r.Remote, r.Duration.Round(time.Second), r.EndedBy, r.WACID)
 	}
+	return nil
+}
+
+func cmdDTMF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dtmf", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: waphone dtmf [-config FILE] DIGITS")
+		return errUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configError{err}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "dtmf", Digits: fs.Arg(0)})
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		return errors.New(rep.Error)
+	}
+	fmt.Fprintln(stdout, "sent")
 	return nil
 }

@@ -23,14 +23,16 @@ type Phone interface {
 	Answer() error
 	Hangup() error
 	ToggleMute() (bool, error)
+	SendDTMF(digits string) error
 	Call(ctx context.Context, number string) error
 	StatusJSON() ([]byte, error)
 }
 
 // Request is one command.
 type Request struct {
-	Cmd    string `json:"cmd"` // answer | hangup | mute | call | status
+	Cmd    string `json:"cmd"` // answer | hangup | mute | dtmf | call | status
 	Number string `json:"number,omitempty"`
+	Digits string `json:"digits,omitempty"`
 }
 
 // Reply is the answer to one command.
@@ -110,6 +112,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		err = s.p.Answer()
 	case "hangup":
 		err = s.p.Hangup()
+	case "dtmf":
+		err = s.p.SendDTMF(req.Digits)
 	case "mute":
 		var muted bool
 		muted, err = s.p.ToggleMute()
