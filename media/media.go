@@ -89,6 +89,15 @@ type Stats struct {
 	TelephoneEvents uint64 // RFC 4733 packets received (ignored for now)
 	RTCPReceived    uint64 // authenticated SRTCP packets
 
+	// Quality: RFC 3550 jitter of what we receive, round-trip time from the
+	// peer's reports, the loss the peer reports for our stream, concealed
+	// audio, and an E-model MOS estimate (1-4.5).
+	JitterMs    float64
+	RTTMs       float64
+	LossPercent float64
+	ConcealedMs uint64
+	MOS         float64
+
 	FirstSentAt     time.Time
 	FirstReceivedAt time.Time
 	RemoteAddr      string // where we send RTP now (after symmetric-RTP latching)

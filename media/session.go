@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
@@ -71,6 +72,8 @@ type Session struct {
 	rtc *rtcPeer // DTLS-SRTP mode (pion/webrtc); nil for SDES
 
 	dtmfQueue []byte // events waiting to be sent (guarded by mu)
+	q         quality
+	ourSSRC   atomic.Uint32
 
 	wg   sync.WaitGroup
 	done chan struct{}
@@ -380,6 +383,19 @@ func (s *Session) Stats() Stats {
 	st.AuthFailures, st.Concealed, st.FECRecovered = s.authFail.Load()+s.malformed.Load(), s.concealed.Load(), s.fec.Load()
 	st.Duplicates, st.Late, st.UnknownPT = s.dups.Load(), s.late.Load(), s.unknownPT.Load()
 	st.TelephoneEvents, st.RTCPReceived = s.dtmf.Load(), s.rtcpRecv.Load()
+	st.ConcealedMs = st.Concealed * 20
+	s.q.mu.Lock()
+	st.JitterMs, st.RTTMs = s.q.jitter*1000/SampleRate, s.q.rttMs
+	st.LossPercent = float64(s.q.remoteLoss) * 100 / 256
+	s.q.mu.Unlock()
+	if st.PacketsReceived > 0 {
+		// Our own view of loss counts too: what we could not play.
+		local := 0.0
+		if exp := st.PacketsReceived + st.PacketsLost; exp > 0 {
+			local = float64(st.PacketsLost) * 100 / float64(exp)
+		}
+		st.MOS = math.Round(mos(st.RTTMs, st.JitterMs, max(local, st.LossPercent))*100) / 100
+	}
 	return st
 }
 
@@ -560,7 +576,14 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 	defer timer.Stop()
 	next := time.Now()
 	var dtmf dtmfState
+	s.ourSSRC.Store(tx.ssrc)
+	nextRTCP := time.Now().Add(rtcpFirst)
 	for {
+		if now := time.Now(); now.After(nextRTCP) {
+			nextRTCP = now.Add(rtcpInterval)
+			s.sendRTCP(tx, now)
+		}
+		s.applyLoss(tx)
 		pcm := tx.pcm[:]
 		if s.muted.Load() || src == nil {
 			clear(pcm)
@@ -710,11 +733,13 @@ func (s *Session) handlePacket(rx *receiver, pkt []byte, from netip.AddrPort) {
 		return
 	}
 	if pt := pkt[1]; pt >= 192 && pt <= 223 { // RTCP on the muxed port (RFC 5761 §4)
-		if _, err := rx.ctx.DecryptRTCP(rx.rtcpBuf[:0], pkt, nil); err != nil {
+		dec, err := rx.ctx.DecryptRTCP(rx.rtcpBuf[:0], pkt, nil)
+		if err != nil {
 			s.countUnprotectError(err, from, true)
 			return
 		}
 		s.rtcpRecv.Add(1)
+		s.q.onRTCP(dec, s.ourSSRC.Load(), time.Now())
 		s.gotValid(from)
 		return
 	}
@@ -741,6 +766,7 @@ func (s *Session) handleRTP(rx *receiver, h *rtp.Header, payload []byte) {
 	s.seqMu.Unlock()
 	switch {
 	case isOpus:
+		s.q.onRTPArrival(h, time.Now())
 		s.jbMu.Lock()
 		if rx.haveSSRC && h.SSRC != rx.lastSSRC {
 			s.jb.init = false // new stream: start the buffer over

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hraban/opus"
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -113,8 +115,9 @@ func (s *Session) newRTCPeer(opusPT uint8, opusFmtp string, dtmfPT int) error {
 		return fmt.Errorf("media: peer connection: %w", err)
 	}
 	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "waphone")
+	var sender *webrtc.RTPSender
 	if err == nil {
-		_, err = pc.AddTrack(track)
+		sender, err = pc.AddTrack(track)
 	}
 	if err != nil {
 		_ = pc.Close()
@@ -130,10 +133,13 @@ func (s *Session) newRTCPeer(opusPT uint8, opusFmtp string, dtmfPT int) error {
 			p.fail(errors.New("ICE/DTLS failed: no path to the peer, or a bad fingerprint"))
 		}
 	})
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		s.wg.Add(1)
+	pc.OnTrack(func(tr *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
+		s.wg.Add(2)
 		go s.rtcRecv(tr)
+		go s.readRTCP(r.ReadRTCP) // the peer's sender reports
 	})
+	s.wg.Add(1)
+	go s.readRTCP(sender.ReadRTCP) // the peer's reports about our stream
 	s.rtc = p
 	return nil
 }
@@ -343,4 +349,17 @@ func (s *Session) startRTC(ctx context.Context, src Source, sink Sink) error {
 	go s.playLoop(runCtx, ctx, sink, &player{dec: dec, lastN: FrameSamples})
 	s.log.Info("media started", "codec", s.codec)
 	return nil
+}
+
+// readRTCP feeds pion's RTCP to the quality figures until the peer closes.
+func (s *Session) readRTCP(read func() ([]rtcp.Packet, interceptor.Attributes, error)) {
+	defer s.wg.Done()
+	for {
+		pkts, _, err := read()
+		if err != nil {
+			return
+		}
+		s.rtcpRecv.Add(1)
+		s.q.onRTCPPackets(pkts, s.ourSSRC.Load(), time.Now())
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -427,8 +428,10 @@ func (p *Phone) finish(c *call, endedBy, reason string) {
 		attrs = append(attrs, "reason", reason)
 	}
 	if sum.Media != nil {
-		attrs = append(attrs, "rtp_sent", sum.Media.PacketsSent, "rtp_received", sum.Media.PacketsReceived,
-			"rtp_lost", sum.Media.PacketsLost, "srtp_auth_failures", sum.Media.AuthFailures)
+		m := sum.Media
+		attrs = append(attrs, "rtp_sent", m.PacketsSent, "rtp_received", m.PacketsReceived,
+			"rtp_lost", m.PacketsLost, "srtp_auth_failures", m.AuthFailures, "concealed_ms", m.ConcealedMs,
+			"jitter_ms", math.Round(m.JitterMs*10)/10, "rtt_ms", math.Round(m.RTTMs*10)/10, "mos", m.MOS)
 	}
 	p.log.Info("call ended", attrs...)
 	if p.cfg.OnCallEnd != nil {
