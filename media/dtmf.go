@@ -31,9 +31,6 @@ func dtmfDigit(event byte) rune {
 func (s *Session) SendDTMF(digits string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.rtc != nil {
-		return errors.New("media: DTMF sending is not supported on DTLS-SRTP calls yet")
-	}
 	if s.remote == nil || s.remote.dtmfPT < 0 {
 		return errors.New("media: the peer did not negotiate telephone-event")
 	}

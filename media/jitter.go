@@ -5,7 +5,8 @@ package media
 // drive it packet by packet.
 //
 // Policy:
-//   - (re)buffer until jbTarget packets are queued, then play one per pop;
+//   - (re)buffer until the target depth is queued (2-6 packets, adapted to
+//     the measured interarrival jitter), then play one per pop;
 //   - a missing packet with later ones queued is lost: the caller conceals it,
 //     with FEC from the following packet when that one is already here;
 //   - an empty buffer is an underrun: the caller conceals, and playout waits
@@ -56,8 +57,23 @@ type jitterBuffer struct {
 	next      uint16 // sequence number of the next slot to play
 	count     int
 	buffering bool
-	surplus   int // consecutive pops with count > jbTarget+1
+	surplus   int // consecutive pops with count > target+1
 	dropped   uint64
+	target    int // packets buffered before playout; adapts to jitter (0 = jbTarget)
+}
+
+// setTarget adapts the playout depth to the measured interarrival jitter:
+// about two jitters plus a margin, between 40 and 120 ms.
+func (j *jitterBuffer) setTarget(jitterMs float64) {
+	t := int((2*jitterMs + 10 + 19) / 20)
+	j.target = max(jbTarget, min(t, 6))
+}
+
+func (j *jitterBuffer) tgt() int {
+	if j.target == 0 {
+		return jbTarget
+	}
+	return j.target
 }
 
 func (j *jitterBuffer) reset(seq uint16) {
@@ -157,21 +173,21 @@ func (j *jitterBuffer) pop(out []byte) (kind popKind, n int) {
 		return popEmpty, 0
 	}
 	if j.buffering {
-		if j.count < jbTarget {
+		if j.count < j.tgt() {
 			return popEmpty, 0
 		}
 		// Slots skipped while we waited were concealed in real time already.
 		j.buffering = false
 		j.next = j.lowest()
 	}
-	if j.count > jbTarget+1 {
+	if j.count > j.tgt()+1 {
 		j.surplus++
 	} else {
 		j.surplus = 0
 	}
 	switch {
 	case j.count > jbMaxDepth: // burst: cut the latency at once
-		for j.count > jbTarget+1 {
+		for j.count > j.tgt()+1 {
 			j.dropSlot(j.next)
 			j.next++
 		}

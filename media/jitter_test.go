@@ -211,3 +211,45 @@ func TestSeqTrackerLoss(t *testing.T) {
 		t.Errorf("lost %d, want 4", l)
 	}
 }
+
+// An hour of a far end whose clock runs 0.1% fast against our sound card:
+// the buffer must trim the surplus, never grow without bound.
+func TestJitterBufferClockDriftHour(t *testing.T) {
+	var j jitterBuffer
+	out := make([]byte, maxPayload)
+	payload := []byte{1, 2, 3}
+	seq := uint16(65000) // wraps many times over the hour
+	maxDepth, frames := 0, 3600*50
+	for i := 0; i < frames; i++ {
+		j.push(seq, payload)
+		seq++
+		if i%1000 == 999 { // the 0.1% extra packet
+			j.push(seq, payload)
+			seq++
+		}
+		j.pop(out)
+		maxDepth = max(maxDepth, j.count)
+	}
+	if maxDepth > jbMaxDepth+1 {
+		t.Fatalf("depth reached %d packets", maxDepth)
+	}
+	if j.count > j.tgt()+2 {
+		t.Fatalf("after an hour %d packets queued (target %d)", j.count, j.tgt())
+	}
+	if j.dropped == 0 {
+		t.Fatal("surplus never trimmed")
+	}
+}
+
+func TestJitterBufferTargetAdapts(t *testing.T) {
+	var j jitterBuffer
+	for _, c := range []struct {
+		jitterMs float64
+		want     int
+	}{{0, 2}, {5, 2}, {20, 3}, {40, 5}, {200, 6}} {
+		j.setTarget(c.jitterMs)
+		if j.tgt() != c.want {
+			t.Errorf("jitter %v ms: target %d, want %d", c.jitterMs, j.tgt(), c.want)
+		}
+	}
+}

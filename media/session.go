@@ -964,6 +964,12 @@ func (s *Session) playLoop(ctx, parent context.Context, sink Sink, p *player) {
 		if last == 0 {
 			continue // nothing to play until the peer's first packet
 		}
+		s.q.mu.Lock()
+		jit := s.q.jitter * 1000 / SampleRate
+		s.q.mu.Unlock()
+		s.jbMu.Lock()
+		s.jb.setTarget(jit)
+		s.jbMu.Unlock()
 		frame, c, f := p.next(&s.jb, &s.jbMu)
 		if c > 0 {
 			s.concealed.Add(uint64(c))

@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +33,7 @@ const (
 
 type rtcPeer struct {
 	pc        *webrtc.PeerConnection
-	track     *webrtc.TrackLocalStaticRTP
+	track     *rawTrack
 	connected chan struct{}
 	connOnce  sync.Once
 	failed    chan error
@@ -114,11 +115,8 @@ func (s *Session) newRTCPeer(opusPT uint8, opusFmtp string, dtmfPT int) error {
 	if err != nil {
 		return fmt.Errorf("media: peer connection: %w", err)
 	}
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "waphone")
-	var sender *webrtc.RTPSender
-	if err == nil {
-		sender, err = pc.AddTrack(track)
-	}
+	track := &rawTrack{}
+	sender, err := pc.AddTrack(track)
 	if err != nil {
 		_ = pc.Close()
 		return fmt.Errorf("media: audio track: %w", err)
@@ -210,8 +208,10 @@ func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, [
 		s.Close()
 		return nil, nil, err
 	}
+	s.mu.Lock()
 	s.localSDP = b
 	s.remote = &remoteDesc{opusPT: uint8(opusPT), opus: opus, dtmfPT: dtmfPT}
+	s.mu.Unlock()
 	s.codec = fmt.Sprintf("opus/48000/2 pt %d (DTLS-SRTP)", opusPT)
 	return s, bytes.Clone(b), nil
 }
@@ -249,9 +249,6 @@ func (s *Session) setAnswerDTLS(answer []byte) error {
 	if err != nil {
 		return badSDP("%v", err)
 	}
-	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(norm)}); err != nil {
-		return &NegotiationError{Status: 488, Reason: "WebRTC answer not usable: " + err.Error()}
-	}
 	sd, nerr := parseSDP(answer)
 	opus, dtmfPT := codecInfo{}, -1
 	if nerr == nil {
@@ -266,7 +263,12 @@ func (s *Session) setAnswerDTLS(answer []byte) error {
 			}
 		}
 	}
+	// Set before pion may fire OnTrack (from inside SetRemoteDescription).
 	s.remote = &remoteDesc{opusPT: offerOpusPT, opus: opus, dtmfPT: dtmfPT}
+	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(norm)}); err != nil {
+		s.remote = nil
+		return &NegotiationError{Status: 488, Reason: "WebRTC answer not usable: " + err.Error()}
+	}
 	return nil
 }
 
@@ -277,7 +279,51 @@ func (s *Session) rtcWrite(pkt []byte) error {
 	default:
 		return errNotConnected
 	}
-	_, err := s.rtc.track.Write(pkt)
+	return s.rtc.track.write(pkt)
+}
+
+// rawTrack sends our own RTP through pion unchanged but for the SSRC.
+// pion's TrackLocalStaticRTP rewrites every payload type to the bound
+// codec's, which would turn RFC 4733 telephone-events into broken Opus.
+type rawTrack struct {
+	mu   sync.Mutex
+	w    webrtc.TrackLocalWriter
+	ssrc uint32
+}
+
+func (t *rawTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		if strings.EqualFold(c.MimeType, webrtc.MimeTypeOpus) {
+			t.mu.Lock()
+			t.w, t.ssrc = ctx.WriteStream(), uint32(ctx.SSRC())
+			t.mu.Unlock()
+			return c, nil
+		}
+	}
+	return webrtc.RTPCodecParameters{}, errors.New("media: no opus in the negotiated codecs")
+}
+
+func (t *rawTrack) Unbind(webrtc.TrackLocalContext) error {
+	t.mu.Lock()
+	t.w = nil
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *rawTrack) ID() string                { return "audio" }
+func (t *rawTrack) RID() string               { return "" }
+func (t *rawTrack) StreamID() string          { return "waphone" }
+func (t *rawTrack) Kind() webrtc.RTPCodecType { return webrtc.RTPCodecTypeAudio }
+
+func (t *rawTrack) write(pkt []byte) error {
+	t.mu.Lock()
+	w, ssrc := t.w, t.ssrc
+	t.mu.Unlock()
+	if w == nil || len(pkt) < 12 {
+		return errNotConnected
+	}
+	binary.BigEndian.PutUint32(pkt[8:12], ssrc) // the SSRC announced in our SDP
+	_, err := w.Write(pkt)
 	return err
 }
 
@@ -286,7 +332,13 @@ var errNotConnected = errors.New("media: ICE/DTLS not connected yet")
 // rtcRecv feeds the remote track's RTP into the jitter buffer.
 func (s *Session) rtcRecv(tr *webrtc.TrackRemote) {
 	defer s.wg.Done()
-	rx := &receiver{opusPT: uint8(tr.PayloadType()), opusPT2: s.remote.opusPT, dtmfPT: s.remote.dtmfPT, dtmfPT2: s.remote.dtmfPT}
+	s.mu.Lock() // SetAnswer may still hold it: wait for the remote description
+	rd := s.remote
+	s.mu.Unlock()
+	if rd == nil {
+		return
+	}
+	rx := &receiver{opusPT: uint8(tr.PayloadType()), opusPT2: rd.opusPT, dtmfPT: rd.dtmfPT, dtmfPT2: rd.dtmfPT}
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
 	for {

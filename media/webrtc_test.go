@@ -69,3 +69,46 @@ func TestDTLSNeverCompletes(t *testing.T) {
 		t.Fatalf("%d packets sent before DTLS", st.PacketsSent)
 	}
 }
+
+// Two waphone sessions over DTLS-SRTP (one offers WebRTC, the other
+// answers): DTMF crosses unchanged (pion must not rewrite its payload type).
+func TestDTLSPairDTMF(t *testing.T) {
+	got := make(chan rune, 8)
+	a, offer, err := Offer(Config{KeyExchange: "dtls", BindIP: testConfig().BindIP, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, answer, err := Answer(Config{BindIP: testConfig().BindIP, Logger: quietLogger(), OnDTMF: func(d rune) { got <- d }}, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.SetAnswer(answer); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Start(t.Context(), nil, nil)
+	_ = b.Start(t.Context(), nil, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Stats().PacketsSent == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := a.SendDTMF("5*"); err != nil {
+		t.Fatal(err)
+	}
+	var digits []rune
+	for len(digits) < 2 {
+		select {
+		case d := <-got:
+			digits = append(digits, d)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("received %q", string(digits))
+		}
+	}
+	if string(digits) != "5*" {
+		t.Fatalf("received %q", string(digits))
+	}
+	if b.Stats().PacketsReceived < 10 {
+		t.Fatal("no audio over DTLS")
+	}
+}
