@@ -609,14 +609,16 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 				s.log.Warn("rtp frame failed", "err", err, "count", sendErrs)
 			}
 		} else if s.rtc != nil {
+			sendAt := time.Now() // before the write: the peer may answer before it returns
 			if err := s.rtcWrite(out); err == nil {
-				s.noteSent(nil)
+				s.noteSent(nil, sendAt)
 			} else if !errors.Is(err, errNotConnected) {
 				if sendErrs++; logEvery(sendErrs) {
 					s.log.Warn("rtp send failed", "err", err, "count", sendErrs)
 				}
 			}
 		} else if dst := s.dest.Load(); dst != nil {
+			sendAt := time.Now() // before the write: the peer may answer before it returns
 			if _, err := s.conn.WriteToUDPAddrPort(out, *dst); err != nil {
 				if ctx.Err() != nil {
 					s.stop(parent.Err())
@@ -626,7 +628,7 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 					s.log.Warn("rtp send failed", "to", dst.String(), "err", err, "count", sendErrs)
 				}
 			} else {
-				s.noteSent(dst)
+				s.noteSent(dst, sendAt)
 			}
 		}
 		next = next.Add(frameDur)
@@ -648,11 +650,10 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 }
 
 // noteSent counts a packet; to is nil in DTLS mode. No allocation after the first.
-func (s *Session) noteSent(to *netip.AddrPort) {
+func (s *Session) noteSent(to *netip.AddrPort, at time.Time) {
 	if s.sent.Add(1) == 1 {
-		now := time.Now()
 		s.mu.Lock()
-		s.firstSent = now
+		s.firstSent = at
 		s.mu.Unlock()
 		where := "dtls"
 		if to != nil {
