@@ -329,7 +329,11 @@ func (p *Phone) talk(c *call, sc *sip.Call, started chan struct{}) (endedBy, rea
 	}
 	hctx, hc := context.WithTimeout(context.Background(), 10*time.Second)
 	defer hc()
-	if err := sc.Hangup(hctx); err != nil {
+	bye := sc.Hangup
+	if reason != "" { // media failed: say so in the BYE's Reason
+		bye = func(ctx context.Context) error { return sc.HangupFailed(ctx, reason) }
+	}
+	if err := bye(hctx); err != nil {
 		p.log.Warn("BYE failed", "err", err)
 	}
 	by, _ := sc.Ended()

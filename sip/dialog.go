@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -160,14 +161,17 @@ func (d *dialog) send(ctx context.Context, build func() *ssip.Request) (*ssip.Re
 	return nil, lastErr
 }
 
+// normalClearing is the Reason of an ordinary hang-up.
+const normalClearing = `Q.850;cause=16;text="NORMAL_CLEARING"`
+
 // hangup sends BYE with a Q.850 reason, as Meta's own BYEs carry one.
-func (d *dialog) hangup(ctx context.Context) error {
+func (d *dialog) hangup(ctx context.Context, reason string) error {
 	if by, _ := d.ended(); by != "" {
 		return nil
 	}
 	res, err := d.send(ctx, func() *ssip.Request {
 		r := d.newRequest(ssip.BYE)
-		r.AppendHeader(ssip.NewHeader("Reason", `Q.850;cause=16;text="NORMAL_CLEARING"`))
+		r.AppendHeader(ssip.NewHeader("Reason", reason))
 		return r
 	})
 	d.end(EndLocalBye, "")
@@ -193,4 +197,14 @@ func (c *Call) Done() <-chan struct{} { return c.d.done }
 func (c *Call) Ended() (by, reason string) { return c.d.ended() }
 
 // Hangup sends BYE (or does nothing if the call already ended).
-func (c *Call) Hangup(ctx context.Context) error { return c.d.hangup(ctx) }
+func (c *Call) Hangup(ctx context.Context) error { return c.d.hangup(ctx, normalClearing) }
+
+// HangupFailed sends BYE saying why the call failed (media broke, no
+// media, DTLS never completed): Q.850 cause 41, temporary failure.
+func (c *Call) HangupFailed(ctx context.Context, why string) error {
+	why = strings.NewReplacer(`"`, "'", "\r", " ", "\n", " ").Replace(why)
+	if len(why) > 120 {
+		why = why[:120]
+	}
+	return c.d.hangup(ctx, fmt.Sprintf(`Q.850;cause=41;text="%s"`, why))
+}

@@ -524,3 +524,22 @@ func TestIPv6Listener(t *testing.T) {
 	m := (&testEnv{addr: ln6.Addr().String(), ca: ca}).dialMeta(t)
 	establish(t, m, "v6-call")
 }
+
+func TestByeAfterMediaFailureSaysWhy(t *testing.T) {
+	env := newTestEnv(t, nil, answerPolicy)
+	m := env.dialMeta(t)
+	establish(t, m, "fail-call")
+	call := <-env.h.got
+	errc := make(chan error, 1)
+	go func() { errc <- call.HangupFailed(context.Background(), `media: ICE/DTLS did not complete within 10 s "x"`) }()
+	_, hdr, _ := m.read()
+	want := `Q.850;cause=41;text="media: ICE/DTLS did not complete within 10 s 'x'"`
+	if got := first(hdr["reason"]); got != want {
+		t.Fatalf("Reason %q, want %q", got, want)
+	}
+	m.send("SIP/2.0 200 OK\r\nVia: " + first(hdr["via"]) + "\r\nFrom: " + first(hdr["from"]) + "\r\nTo: " + first(hdr["to"]) +
+		"\r\nCall-ID: fail-call\r\nCSeq: " + first(hdr["cseq"]) + "\r\nContent-Length: 0\r\n\r\n")
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -232,7 +232,7 @@ func (e *Endpoint) confirm(ctx context.Context, d *dialog, inv *ssip.Request, re
 	if err := e.cli.WriteRequest(ack, noBuild); err != nil {
 		// Without ACK Meta will drop the call; end it cleanly with a BYE.
 		e.addDialog(d)
-		_ = d.hangup(ctx)
+		_ = d.hangup(ctx, normalClearing)
 		return nil, fmt.Errorf("sending ACK: %w", err)
 	}
 	e.addDialog(d)
