@@ -531,7 +531,9 @@ func TestByeAfterMediaFailureSaysWhy(t *testing.T) {
 	establish(t, m, "fail-call")
 	call := <-env.h.got
 	errc := make(chan error, 1)
-	go func() { errc <- call.HangupFailed(context.Background(), `media: ICE/DTLS did not complete within 10 s "x"`) }()
+	go func() {
+		errc <- call.HangupFailed(context.Background(), `media: ICE/DTLS did not complete within 10 s "x"`)
+	}()
 	_, hdr, _ := m.read()
 	want := `Q.850;cause=41;text="media: ICE/DTLS did not complete within 10 s 'x'"`
 	if got := first(hdr["reason"]); got != want {
