@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -154,7 +155,33 @@ func (s *Session) gatherLocal(desc webrtc.SessionDescription) ([]byte, error) {
 	case <-time.After(gatherTimeout):
 		s.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
 	}
-	return []byte(s.rtc.pc.LocalDescription().SDP), nil
+	return defaultCandidate([]byte(s.rtc.pc.LocalDescription().SDP)), nil
+}
+
+var (
+	candRE  = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host`)
+	mPortRE = regexp.MustCompile(`(?m)^m=audio 9 `)
+	cNullRE = regexp.MustCompile(`(?m)^c=IN IP4 0\.0\.0\.0`)
+)
+
+// defaultCandidate puts our first host candidate in c= and m= (RFC 8839
+// §4.2.1.1). pion leaves "0.0.0.0 9" there, which WebRTC peers ignore but
+// SIP endpoints read: baresip, for one, then decides the peer has no ICE.
+func defaultCandidate(sdp []byte) []byte {
+	m := candRE.FindSubmatch(sdp)
+	if m == nil {
+		return sdp
+	}
+	ip := net.ParseIP(string(m[1]))
+	if ip == nil {
+		return sdp
+	}
+	af := "IP4"
+	if ip.To4() == nil {
+		af = "IP6"
+	}
+	sdp = mPortRE.ReplaceAll(sdp, []byte("m=audio "+string(m[2])+" "))
+	return cNullRE.ReplaceAll(sdp, []byte("c=IN "+af+" "+ip.String()))
 }
 
 // answerDTLS answers Meta's WebRTC offer.

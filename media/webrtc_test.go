@@ -21,6 +21,10 @@ func TestDTLSAnswerToTheGuidesOffer(t *testing.T) {
 			t.Errorf("answer lacks %q:\n%s", want, a)
 		}
 	}
+	// SIP peers read c=/m=: they must name our default (first host) candidate.
+	if strings.Contains(a, "c=IN IP4 0.0.0.0") || strings.Contains(a, "m=audio 9 ") || !strings.Contains(a, "c=IN IP4 127.0.0.1") {
+		t.Errorf("c=/m= do not carry the default candidate:\n%s", a)
+	}
 	if strings.Contains(a, ".local") || strings.Contains(a, "a=setup:passive") {
 		t.Errorf("mDNS candidate or passive role:\n%s", a)
 	}
