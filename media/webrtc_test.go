@@ -2,6 +2,7 @@ package media
 
 import (
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +116,39 @@ func TestDTLSPairDTMF(t *testing.T) {
 	if b.Stats().PacketsReceived < 10 {
 		t.Fatal("no audio over DTLS")
 	}
+}
+
+// TestDTLSBadFingerprint: the peer's certificate does not match the
+// fingerprint in its SDP. The session must end with a reason, and no
+// audio may flow over the unauthenticated DTLS association.
+func TestDTLSBadFingerprint(t *testing.T) {
+	a, offer, err := Offer(Config{KeyExchange: "dtls", BindIP: testConfig().BindIP, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, answer, err := Answer(testConfig(), offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	forged := regexp.MustCompile(`a=fingerprint:sha-256 \S+`).ReplaceAll(answer,
+		[]byte("a=fingerprint:sha-256 "+strings.Repeat("AB:", 31)+"AB"))
+	if err := a.SetAnswer(forged); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Start(t.Context(), nil, nil)
+	_ = b.Start(t.Context(), nil, nil)
+	select {
+	case <-a.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("session with a forged fingerprint still up")
+	}
+	if err := a.Err(); err == nil || !strings.Contains(err.Error(), "ICE/DTLS") {
+		t.Fatalf("reason %v", err)
+	}
+	if st := a.Stats(); st.PacketsReceived != 0 {
+		t.Fatalf("%d packets accepted over a forged DTLS", st.PacketsReceived)
+	}
+	t.Logf("ended: %v", a.Err())
 }
