@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"math/rand/v2"
@@ -78,19 +79,32 @@ func sdpPort(sdp []byte) int {
 	return p
 }
 
+// withPort points sdp's media at port on loopback: the m= line and, for
+// WebRTC offers, the ICE host candidate that carries the same port (the
+// far agent checks it and learns the relay's side as peer-reflexive).
 func withPort(sdp []byte, port int) []byte {
+	old := "127.0.0.1 " + strconv.Itoa(sdpPort(sdp)) + " typ host"
+	sdp = bytes.ReplaceAll(sdp, []byte(old), []byte("127.0.0.1 "+strconv.Itoa(port)+" typ host"))
 	return mLineRE.ReplaceAll(sdp, []byte("m=audio "+strconv.Itoa(port)+" "))
 }
 
 // TestImpairedPathStillClear: 5 % random loss and 0-40 ms jitter (which
-// reorders) on the way b → a. The tone must arrive with ≥ 20 dB SNR, and
-// Opus in-band FEC must have rebuilt some of the lost frames.
+// reorders) on the way b → a, in both key exchanges (in DTLS mode the
+// relay also loses and reorders the ICE checks and the DTLS handshake).
+// The tone must arrive with ≥ 20 dB SNR, and Opus in-band FEC must have
+// rebuilt some of the lost frames.
 func TestImpairedPathStillClear(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real-time impairment test")
 	}
+	for _, kx := range []string{"sdes", "dtls"} {
+		t.Run(kx, func(t *testing.T) { impairedCall(t, kx) })
+	}
+}
+
+func impairedCall(t *testing.T, kx string) {
 	r := newRelay(t, 0.05, 40*time.Millisecond)
-	a, offer, err := Offer(Config{KeyExchange: "sdes", BindIP: testConfig().BindIP, Logger: quietLogger()})
+	a, offer, err := Offer(Config{KeyExchange: kx, BindIP: testConfig().BindIP, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +136,12 @@ func TestImpairedPathStillClear(t *testing.T) {
 	}
 	if err := b.Start(ctx, &toneSource{hz: 440}, nil); err != nil {
 		t.Fatal(err)
+	}
+	// DTLS first needs ICE and a handshake through the lossy relay: wait
+	// for media to flow, then give it the same 4 s as SDES.
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Stats().PacketsReceived == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(4 * time.Second)
 	pcm := sink.last(3 * SampleRate)
