@@ -136,3 +136,29 @@ func TestWriteSecretAtomic0600(t *testing.T) {
 		t.Fatalf("%q %v", pw, err)
 	}
 }
+
+// TestDocsMatchExample keeps docs/config.md equal to `waphone
+// example-config`, so the documented keys are the ones the parser takes.
+func TestDocsMatchExample(t *testing.T) {
+	doc, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "```toml\n"+Example()+"```\n") {
+		t.Fatal("docs/config.md is out of date: regenerate its toml block from `waphone example-config`")
+	}
+}
+
+// TestImageConfigIsADeskPhone: the config the Buildroot image ships must
+// parse, and must use the headset and the button (a null device there
+// would make a flashed board ring in silence).
+func TestImageConfigIsADeskPhone(t *testing.T) {
+	c, err := Load("../buildroot/board/waphone/rootfs_overlay/etc/waphone/waphone.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audio.Capture != "default" || c.Audio.Playback != "default" || c.Phone.Answer != "button" ||
+		c.Board.Chip == "" || c.Board.ButtonLine == "" || c.Board.LedLine == "" {
+		t.Fatalf("image config is not set up for a headset and a button: %+v %+v %+v", c.Audio, c.Phone, c.Board)
+	}
+}
