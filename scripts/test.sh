@@ -10,6 +10,7 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt needed on: $unformatted" >&2
 	exit 1
 fi
+go mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy" >&2; exit 1; }
 go vet -tags "$TAGS" ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags "$TAGS" ./...
 go test -race -short -tags "$TAGS" -count=1 -timeout 20m ./...
@@ -19,7 +20,7 @@ go test -race -short -tags "$TAGS" -count=1 -timeout 20m ./...
 out=$(mktemp)
 rc=0
 go test -tags "$TAGS" -count=1 -run 'TestImpairedPathStillClear|TestSteadyStateAllocs' -v ./media/ >"$out" 2>&1 || rc=$?
-grep -E '^(---|ok|FAIL)|impair_test|allocation' "$out" || cat "$out"
+grep -E '^ *(---|ok|FAIL)|impair_test|allocation' "$out" || cat "$out"
 rm -f "$out"
 [ "$rc" -eq 0 ]
 
