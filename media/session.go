@@ -59,6 +59,9 @@ type Session struct {
 	muted    atomic.Bool
 	dest     atomic.Pointer[netip.AddrPort] // where RTP goes; moves to the source of authenticated packets
 	lastRecv atomic.Int64                   // time.Since(startedAt)+1 of the last authenticated packet, 0 = none
+	// Unix nanoseconds of the send and play loops' latest ticks: a loop
+	// stuck (in a device read, say) stops its beat, and Beat tells the watchdog.
+	sendBeat, playBeat atomic.Int64
 
 	sent, recv, authFail, concealed, fec, unknownPT atomic.Uint64
 	dups, late, dtmf, rtcpRecv, malformed           atomic.Uint64
@@ -323,6 +326,23 @@ func (s *Session) LocalSDP() []byte {
 // stream never pauses (Meta hangs up on silence gaps, and no DTX either).
 func (s *Session) SetMute(m bool) { s.muted.Store(m) }
 
+// Beat is the time of the older of the send and play loops' latest
+// ticks (both tick every 20 ms while the session runs), zero before Start
+// and after the session ended. The watchdog uses it to tell a wedged
+// media loop from a quiet call.
+func (s *Session) Beat() time.Time {
+	select {
+	case <-s.done:
+		return time.Time{}
+	default:
+	}
+	a, b := s.sendBeat.Load(), s.playBeat.Load()
+	if a == 0 || b == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, min(a, b))
+}
+
 // Done is closed when the session ended (Close, ctx cancel, no-media timeout).
 func (s *Session) Done() <-chan struct{} { return s.done }
 
@@ -579,7 +599,9 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 	s.ourSSRC.Store(tx.ssrc)
 	nextRTCP := time.Now().Add(rtcpFirst)
 	for {
-		if now := time.Now(); now.After(nextRTCP) {
+		now := time.Now()
+		s.sendBeat.Store(now.UnixNano())
+		if now.After(nextRTCP) {
 			nextRTCP = now.Add(rtcpInterval)
 			s.sendRTCP(tx, now)
 		}
@@ -953,6 +975,7 @@ func (s *Session) playLoop(ctx, parent context.Context, sink Sink, p *player) {
 			return
 		case <-t.C:
 		}
+		s.playBeat.Store(time.Now().UnixNano())
 		last := s.lastRecv.Load()
 		if timeout > 0 {
 			since := time.Since(s.startedAt)

@@ -493,7 +493,9 @@ func (p *Phone) Call(ctx context.Context, number string) error {
 		p.finish(c, sip.EndFailed, err.Error())
 		return fmt.Errorf("preparing media: %w", err)
 	}
+	p.mu.Lock()
 	c.sess = sess
+	p.mu.Unlock()
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { // a hangup while dialing cancels the INVITE
@@ -578,6 +580,25 @@ func (p *Phone) Status() Status {
 		}
 	}
 	return st
+}
+
+// Check says whether the phone is alive, for the service watchdog: it
+// takes the phone's lock (a phone wedged on it blocks here, and the
+// pings stop), and during a call it wants the media loops to have ticked
+// within stall (they tick every 20 ms; one stuck in a device read does not).
+func (p *Phone) Check(stall time.Duration) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.cur
+	if c == nil || c.sess == nil {
+		return nil
+	}
+	if beat := c.sess.Beat(); !beat.IsZero() {
+		if d := time.Since(beat); d > stall {
+			return fmt.Errorf("media loop of call %s stalled for %s", c.info.WACID, d.Round(time.Millisecond))
+		}
+	}
+	return nil
 }
 
 // Close hangs up any call and waits for its goroutines.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,9 +49,10 @@ type rigOpts struct {
 	ourHost      string // our sip.hostname; differs from metasim's BusinessHost for the 403 test
 	rejectStatus int
 	ringer       *audio.Recorder
-	headset      *audio.Headset // when set, the call's audio goes through it
-	dtls         bool           // WebRTC media (DTLS-SRTP + ICE) both ways
-	noEarly      bool           // no 183 with SDP while ringing
+	headset      *audio.Headset    // when set, the call's audio goes through it
+	dtls         bool              // WebRTC media (DTLS-SRTP + ICE) both ways
+	noEarly      bool              // no 183 with SDP while ringing
+	capture      phone.AudioSource // instead of a 440 Hz tone
 }
 
 func logger() *slog.Logger {
@@ -89,6 +91,9 @@ func newRig(t *testing.T, o rigOpts) *rig {
 		Capture: func() (phone.AudioSource, error) {
 			if o.headset != nil {
 				return o.headset.Source(), nil
+			}
+			if o.capture != nil {
+				return o.capture, nil
 			}
 			return audio.NewTone(440, 0.3), nil
 		},
@@ -609,5 +614,64 @@ func TestSendDTMFDuringCall(t *testing.T) {
 	r.mu.Unlock()
 	if !found {
 		t.Fatal("no dtmf-sent event")
+	}
+}
+
+// stuckSource is a capture device whose read hangs (a wedged driver)
+// until released.
+type stuckSource struct {
+	stuck   atomic.Bool
+	release chan struct{}
+}
+
+func (s *stuckSource) ReadFrame(pcm []int16) error {
+	if s.stuck.Load() {
+		<-s.release
+	}
+	clear(pcm)
+	return nil
+}
+
+func (s *stuckSource) Close() error { return nil }
+
+// TestCheckSeesAWedgedMediaLoop: the watchdog's health check is fine
+// while a call's media loops tick, fails while a device read hangs the
+// send loop, and recovers when it returns.
+func TestCheckSeesAWedgedMediaLoop(t *testing.T) {
+	src := &stuckSource{release: make(chan struct{})}
+	r := newRig(t, rigOpts{capture: src})
+	if err := r.phone.Check(time.Second); err != nil {
+		t.Fatalf("idle phone: %v", err)
+	}
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Hangup(context.Background()) }()
+	r.waitState(t, phone.Talking)
+	time.Sleep(300 * time.Millisecond)
+	if err := r.phone.Check(200 * time.Millisecond); err != nil {
+		t.Fatalf("healthy call: %v", err)
+	}
+	src.stuck.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.phone.Check(200*time.Millisecond) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a send loop stuck in ReadFrame still passes the check")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	err = r.phone.Check(200 * time.Millisecond)
+	if !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("check error %v", err)
+	}
+	src.stuck.Store(false)
+	close(src.release)
+	deadline = time.Now().Add(5 * time.Second)
+	for r.phone.Check(200*time.Millisecond) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the check did not recover once the read returned")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -305,29 +305,44 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// watchdog pings systemd while the phone's state can be read: a phone
-// wedged on its own lock stops the pings and systemd restarts it.
+// watchdog pings systemd (WATCHDOG=1, half of WatchdogSec=) only while
+// the phone passes its health check: its lock can be taken and a call's
+// media loops tick. A wedged phone stops the pings and systemd restarts it.
 func watchdog(ctx context.Context, n sdnotify.Notifier, p *phone.Phone, log *slog.Logger) {
 	every, ok := sdnotify.WatchdogInterval()
 	if !ok || !n.Enabled() {
 		return
 	}
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				st := p.Status()
-				_ = n.Status("phone " + string(st.State))
-				if err := n.Watchdog(); err != nil {
-					log.Warn("watchdog ping failed", "err", err)
-				}
-			}
+	go pingWhileHealthy(ctx, n, every, func() (string, error) {
+		if err := p.Check(every); err != nil {
+			return "", err
 		}
-	}()
+		return "phone " + string(p.Status().State), nil
+	}, log)
+}
+
+// pingWhileHealthy runs check every interval and pings when it passes.
+// A check that hangs hangs the pings with it, which is the point.
+func pingWhileHealthy(ctx context.Context, n sdnotify.Notifier, every time.Duration, check func() (string, error), log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		status, err := check()
+		if err != nil {
+			log.Error("unhealthy: not pinging the watchdog, systemd will restart waphone", "err", err)
+			_ = n.Status("unhealthy: " + err.Error())
+			continue
+		}
+		_ = n.Status(status)
+		if err := n.Watchdog(); err != nil {
+			log.Warn("watchdog ping failed", "err", err)
+		}
+	}
 }
 
 func cmdHistory(args []string, stdout, stderr io.Writer) error {
