@@ -39,8 +39,18 @@ type Record struct {
 
 // Store appends to one file.
 type Store struct {
-	mu   sync.Mutex
-	path string
+	mu        sync.Mutex
+	path      string
+	dirSynced bool
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Open uses dir/calls.jsonl (dir is created 0700).
@@ -79,6 +89,12 @@ func (s *Store) Append(r Record) error {
 	_, err = f.Write(append(b, '\n'))
 	if err == nil {
 		err = f.Sync()
+	}
+	if err == nil && !s.dirSynced {
+		// The file's directory entry must reach the disk too, or a power
+		// cut after the first call can lose the whole file.
+		err = syncDir(filepath.Dir(s.path))
+		s.dirSynced = err == nil
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

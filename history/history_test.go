@@ -1,7 +1,12 @@
 package history
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,5 +44,72 @@ func TestAppendReadAndTornLine(t *testing.T) {
 	empty, _ := Open(t.TempDir())
 	if r, _, err := empty.Read(time.Time{}); err != nil || r != nil {
 		t.Fatal("no file must read as no calls")
+	}
+}
+
+// TestKilledWriterLosesNothingAcknowledged: a child process appends calls
+// and reports each one once Append returned; it is killed (SIGKILL) in the
+// middle of its stream. Every acknowledged record must read back intact,
+// in order, and the store must take new records afterwards.
+func TestKilledWriterLosesNothingAcknowledged(t *testing.T) {
+	if dir := os.Getenv("WAPHONE_HISTORY_WRITER"); dir != "" {
+		s, err := Open(dir)
+		if err != nil {
+			os.Exit(3)
+		}
+		t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+		for i := 0; ; i++ {
+			r := Record{Direction: "inbound", Remote: "+1219555" + strconv.Itoa(i), WACID: "wacid." + strconv.Itoa(i),
+				Start: t0.Add(time.Duration(i) * time.Minute), EndedBy: "remote-bye", Reason: strings.Repeat("x", 3000)}
+			if err := s.Append(r); err != nil {
+				os.Exit(4)
+			}
+			fmt.Println(i)
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledWriterLosesNothingAcknowledged$")
+	cmd.Env = append(os.Environ(), "WAPHONE_HISTORY_WRITER="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	acked := -1
+	for sc.Scan() {
+		n, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			continue
+		}
+		if acked = n; acked == 40 {
+			_ = cmd.Process.Kill() // mid-stream: the child is inside its next Append
+			break
+		}
+	}
+	_ = cmd.Wait()
+	if acked != 40 {
+		t.Fatalf("the writer acknowledged only %d records before it ended", acked)
+	}
+	s, _ := Open(dir)
+	all, torn, err := s.Read(time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) < acked+1 || torn > 1 {
+		t.Fatalf("read %d records (%d torn) after %d were acknowledged", len(all), torn, acked+1)
+	}
+	for i := 0; i <= acked; i++ {
+		if all[i].WACID != "wacid."+strconv.Itoa(i) || len(all[i].Reason) != 3000 {
+			t.Fatalf("record %d is %q", i, all[i].WACID)
+		}
+	}
+	if err := s.Append(Record{Direction: "outbound", WACID: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _, _ := s.Read(time.Time{}); again[len(again)-1].WACID != "after" {
+		t.Fatal("the store does not take records after the kill")
 	}
 }
