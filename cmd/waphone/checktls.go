@@ -65,7 +65,7 @@ func checkCertFiles(certFile, keyFile, hostname string, roots *x509.CertPool, no
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now}); err != nil {
 		if len(pair.Certificate) == 1 && leaf.Issuer.String() != leaf.Subject.String() {
-			r.bad("incomplete chain: %v (fix: put the intermediate certificates after yours in %s, e.g. use fullchain.pem)", err, certFile)
+			r.bad("incomplete chain: %v (fix: put the intermediate certificates after yours in %s, e.g. use fullchain.pem; a private or test CA will not do: Meta checks against public roots)", err, certFile)
 		} else {
 			r.bad("chain does not verify against the system roots: %v (Meta will refuse a self-signed or private-CA certificate)", err)
 		}

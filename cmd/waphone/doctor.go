@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -159,12 +160,21 @@ func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
 		return
 	}
 	found := false
+	var elsewhere []string
 	for _, srv := range s.Calling.SIP.Servers {
 		found = found || strings.EqualFold(srv.Hostname, cfg.SIP.Hostname)
+		port := srv.Port
+		if port == 0 {
+			port = 5061 // Graph's default when none is set
+		}
+		elsewhere = append(elsewhere, net.JoinHostPort(srv.Hostname, strconv.Itoa(port)))
 	}
-	if !found {
-		r.bad("Meta sends calls elsewhere, not to %s (fix: `waphone setup`)", cfg.SIP.Hostname)
-	} else {
+	switch {
+	case !found && len(elsewhere) == 0:
+		r.bad("Meta has no SIP server for this number (fix: `waphone setup`)")
+	case !found:
+		r.bad("Meta sends this number's calls to %s, not to %s (fix: `waphone setup`)", strings.Join(elsewhere, ", "), cfg.SIP.Hostname)
+	default:
 		r.ok("Meta sends this number's calls to %s", cfg.SIP.Hostname)
 	}
 	if want := strings.ToUpper(cfg.Media.KeyExchange); s.Calling.SRTPKeyExchangeProtocol != "" && s.Calling.SRTPKeyExchangeProtocol != want {

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/waphone/waphone/internal/testpki"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+// TestDoctorGolden keeps doctor's whole report readable: a configured
+// board whose listener answers TLS, with Graph settings that send the
+// number's calls elsewhere and a key-exchange mismatch. Machine-specific
+// parts (temp paths, dates, ports, the clock's sync state) are masked.
+// Run with -update after a deliberate wording change, and read the diff.
+func TestDoctorGolden(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := testpki.NewCA("doctor CA")
+	cf, kf := writeCert(t, ca, dir, time.Now().Add(90*24*time.Hour), "sip.example.com")
+	pw := filepath.Join(dir, "sip-password")
+	_ = os.WriteFile(pw, []byte("meta-pw\n"), 0o600)
+	tok := filepath.Join(dir, "graph-token")
+	_ = os.WriteFile(tok, []byte("EAAG-doctor-token\n"), 0o600)
+
+	cert, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	graphSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"calling":{"status":"ENABLED","srtp_key_exchange_protocol":"SDES",`+
+			`"sip":{"status":"ENABLED","servers":[{"app_id":1,"hostname":"old-pbx.example.com","port":5061}]}}}`)
+	}))
+	defer graphSrv.Close()
+
+	cfgPath := filepath.Join(dir, "waphone.toml")
+	_ = os.WriteFile(cfgPath, []byte(`[sip]
+hostname = "sip.example.com"
+listen = "`+ln.Addr().String()+`"
+cert_file = "`+cf+`"
+key_file = "`+kf+`"
+number = "+12145551869"
+password_file = "`+pw+`"
+allow = ["31.13.24.0/21", "157.240.0.0/16"]
+[media]
+key_exchange = "dtls"
+[graph]
+base_url = "`+graphSrv.URL+`"
+phone_number_id = "106540352242922"
+token_file = "`+tok+`"
+`), 0o644)
+	var out, errb bytes.Buffer
+	code := run([]string{"doctor", "-config", cfgPath}, &out, &errb)
+	if code != 1 {
+		t.Errorf("exit %d, want 1 (Meta routes the calls elsewhere)", code)
+	}
+	if strings.Contains(out.String(), "EAAG-doctor-token") || strings.Contains(out.String(), "meta-pw") {
+		t.Fatal("a secret in doctor's report")
+	}
+	got := maskDoctor(out.String(), dir, ln.Addr().(*net.TCPAddr))
+	golden := filepath.Join("testdata", "doctor.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("doctor's report changed (go test -run TestDoctorGolden -update, then read the diff):\n--- got\n%s--- want\n%s", got, want)
+	}
+}
+
+var (
+	dateRE  = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
+	clockRE = regexp.MustCompile(`(?m)^(ok|warn|FAIL) +(the clock|cannot read the clock).*$`)
+)
+
+func maskDoctor(s, dir string, addr *net.TCPAddr) string {
+	s = strings.ReplaceAll(s, dir, "$DIR")
+	s = strings.ReplaceAll(s, addr.String(), "127.0.0.1:$PORT")
+	s = strings.ReplaceAll(s, "port "+strconv.Itoa(addr.Port), "port $PORT")
+	s = dateRE.ReplaceAllString(s, "$$DATE")
+	return clockRE.ReplaceAllString(s, "----  $$CLOCK (depends on this machine)")
+}
