@@ -159,13 +159,15 @@ func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
 		r.bad("SIP is not enabled on the number at Meta (fix: `waphone setup`)")
 		return
 	}
-	found := false
+	found, metaPort := false, 0
 	var elsewhere []string
 	for _, srv := range s.Calling.SIP.Servers {
-		found = found || strings.EqualFold(srv.Hostname, cfg.SIP.Hostname)
 		port := srv.Port
 		if port == 0 {
 			port = 5061 // Graph's default when none is set
+		}
+		if strings.EqualFold(srv.Hostname, cfg.SIP.Hostname) {
+			found, metaPort = true, port
 		}
 		elsewhere = append(elsewhere, net.JoinHostPort(srv.Hostname, strconv.Itoa(port)))
 	}
@@ -176,6 +178,9 @@ func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
 		r.bad("Meta sends this number's calls to %s, not to %s (fix: `waphone setup`)", strings.Join(elsewhere, ", "), cfg.SIP.Hostname)
 	default:
 		r.ok("Meta sends this number's calls to %s", cfg.SIP.Hostname)
+		if _, p, _ := net.SplitHostPort(cfg.SIP.Listen); p != strconv.Itoa(metaPort) {
+			r.warn("Meta dials port %d, waphone listens on %s (fine only if your router forwards %d to it; else `waphone setup`)", metaPort, p, metaPort)
+		}
 	}
 	if want := strings.ToUpper(cfg.Media.KeyExchange); s.Calling.SRTPKeyExchangeProtocol != "" && s.Calling.SRTPKeyExchangeProtocol != want {
 		r.warn("Meta's SRTP key exchange is %s, the config says %s", s.Calling.SRTPKeyExchangeProtocol, want)
