@@ -159,16 +159,22 @@ func (s *Session) gatherLocal(desc webrtc.SessionDescription) ([]byte, error) {
 }
 
 var (
-	candRE  = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host`)
-	mPortRE = regexp.MustCompile(`(?m)^m=audio 9 `)
-	cNullRE = regexp.MustCompile(`(?m)^c=IN IP4 0\.0\.0\.0`)
+	candRE      = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host`)
+	srflxCandRE = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ srflx`)
+	mPortRE     = regexp.MustCompile(`(?m)^m=audio 9 `)
+	cNullRE     = regexp.MustCompile(`(?m)^c=IN IP4 0\.0\.0\.0`)
 )
 
-// defaultCandidate puts our first host candidate in c= and m= (RFC 8839
-// §4.2.1.1). pion leaves "0.0.0.0 9" there, which WebRTC peers ignore but
-// SIP endpoints read: baresip, for one, then decides the peer has no ICE.
+// defaultCandidate puts our default candidate in c= and m= (RFC 8839
+// §4.2.1.1): the server-reflexive one when STUN gave us one (the address
+// most likely to work from outside a NAT, §4.2.1.2), else the first host
+// one. pion leaves "0.0.0.0 9" there, which WebRTC peers ignore but SIP
+// endpoints read: baresip, for one, then decides the peer has no ICE.
 func defaultCandidate(sdp []byte) []byte {
-	m := candRE.FindSubmatch(sdp)
+	m := srflxCandRE.FindSubmatch(sdp)
+	if m == nil {
+		m = candRE.FindSubmatch(sdp)
+	}
 	if m == nil {
 		return sdp
 	}
