@@ -47,7 +47,7 @@ interop:
 	$(GO) test -tags '$(TAGS)' -run Interop -count=1 -v ./internal/interop/
 
 bench:
-	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./sip/ ./media/ ./audio/
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./sip/ ./media/ ./audio/ ./phone/
 
 fuzz:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzAnswer -fuzztime 60s ./media/
