@@ -96,6 +96,9 @@ type Phone struct {
 	RingTimeout     Duration `toml:"ring_timeout"`
 	ControlSocket   string   `toml:"control_socket"`
 	SpeedDial       string   `toml:"speed_dial"`
+	// EarlyMedia sends our SDP in a 183 while ringing, so ICE, DTLS and
+	// SRTP are up before the answer and the first words are not clipped.
+	EarlyMedia bool `toml:"early_media"`
 }
 
 // Board is the [board] table (GPIO lines by name like "GPIO17" or offset like "17").
@@ -134,7 +137,7 @@ func Default() Config {
 		SIP:   SIP{Listen: "0.0.0.0:5061", Gateway: "wa.meta.vc"},
 		Media: Media{KeyExchange: "dtls", RTPPorts: "10000-10100"},
 		Audio: Audio{Capture: "null", Playback: "null"},
-		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock"},
+		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
 		Board: Board{HeadsetKeys: "auto"},
 		Graph: Graph{BaseURL: "https://graph.facebook.com", Version: "v23.0"},
 		State: State{Dir: "/var/lib/waphone"},

@@ -162,3 +162,18 @@ func TestImageConfigIsADeskPhone(t *testing.T) {
 		t.Fatalf("image config is not set up for a headset and a button: %+v %+v %+v", c.Audio, c.Phone, c.Board)
 	}
 }
+
+func TestEarlyMediaDefaultsOn(t *testing.T) {
+	base := "[sip]\nhostname = \"sip.example.com\"\nnumber = \"+12145551869\"\npassword_file = \"pw\"\ncert_file = \"c\"\nkey_file = \"k\"\n"
+	c, err := Parse("t.toml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Phone.EarlyMedia {
+		t.Fatal("early_media must default to true")
+	}
+	c, err = Parse("t.toml", []byte(base+"[phone]\nearly_media = false\n"))
+	if err != nil || c.Phone.EarlyMedia {
+		t.Fatalf("early_media = false: %v %v", c.Phone.EarlyMedia, err)
+	}
+}

@@ -62,6 +62,9 @@ ring_timeout = "60s"
 control_socket = "/run/waphone/control.sock"
 # A long press of the button while idle calls this number. Empty = off.
 speed_dial = ""
+# Set media up while ringing (183 Session Progress with our SDP): ICE and
+# DTLS finish before the answer, so the first words are not clipped.
+early_media = true
 
 [board]
 # GPIO chip ("gpiochip0") or "" for none; lines by name ("GPIO17") or offset ("17").

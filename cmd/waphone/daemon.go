@@ -267,7 +267,8 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 	d.phone = phone.New(phone.Config{
 		Answer: cfg.Phone.Answer, AutoAnswerDelay: cfg.Phone.AutoAnswerDelay.Duration,
 		RingTimeout: cfg.Phone.RingTimeout.Duration, SpeedDial: cfg.Phone.SpeedDial, Media: mc,
-		Capture: capture, Playback: playback, Ringer: ringer, Logger: log,
+		NoEarlyMedia: !cfg.Phone.EarlyMedia,
+		Capture:      capture, Playback: playback, Ringer: ringer, Logger: log,
 		OnEvent:   d.showOnLED,
 		OnCallEnd: d.record,
 		DeviceStatus: func() any {
