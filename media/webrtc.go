@@ -190,6 +190,46 @@ func defaultCandidate(sdp []byte) []byte {
 	return cNullRE.ReplaceAll(sdp, []byte("c=IN "+af+" "+ip.String()))
 }
 
+// forPion adapts a normalized SIP peer's SDP to what pion reads: SIP
+// endpoints that are not WebRTC (baresip) put a=setup at session level,
+// which RFC 4145 allows but pion reads only in media sections, and write
+// no a=mid, without which pion rejects an offer and ignores the a=ssrc of
+// an answer (every RTP packet is then dropped). A missing mid becomes the
+// section's index, which is what pion numbers its own sections.
+func forPion(norm []byte) []byte {
+	lines := strings.Split(strings.TrimSuffix(string(norm), "\r\n"), "\r\n")
+	var out []string
+	setup, section, inMedia, hasMid, hasSetup := "", -1, false, false, false
+	flush := func() {
+		if !inMedia {
+			return
+		}
+		if !hasMid {
+			out = append(out, fmt.Sprintf("a=mid:%d", section))
+		}
+		if !hasSetup && setup != "" {
+			out = append(out, setup)
+		}
+	}
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "m="):
+			flush()
+			section, inMedia, hasMid, hasSetup = section+1, true, false, false
+		case !inMedia && strings.HasPrefix(l, "a=setup:"):
+			setup = l
+			continue
+		case strings.HasPrefix(l, "a=mid:"):
+			hasMid = true
+		case strings.HasPrefix(l, "a=setup:"):
+			hasSetup = true
+		}
+		out = append(out, l)
+	}
+	flush()
+	return []byte(strings.Join(out, "\r\n") + "\r\n")
+}
+
 // answerDTLS answers Meta's WebRTC offer.
 func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, []byte, error) {
 	var md *sdp.MediaDescription
@@ -227,6 +267,7 @@ func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, [
 		s.Close()
 		return nil, nil, badSDP("%v", err)
 	}
+	norm = forPion(norm)
 	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(norm)}); err != nil {
 		s.Close()
 		return nil, nil, notAcceptable("WebRTC offer not usable: %v", err)
@@ -282,6 +323,7 @@ func (s *Session) setAnswerDTLS(answer []byte) error {
 	if err != nil {
 		return badSDP("%v", err)
 	}
+	norm = forPion(norm)
 	sd, nerr := parseSDP(answer)
 	opus, dtmfPT := codecInfo{}, -1
 	if nerr == nil {

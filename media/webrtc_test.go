@@ -152,3 +152,24 @@ func TestDTLSBadFingerprint(t *testing.T) {
 	}
 	t.Logf("ended: %v", a.Err())
 }
+
+// TestForPion: a SIP peer's WebRTC SDP (baresip's shape: a=setup and
+// a=fingerprint at session level, no a=mid) is adapted to what pion reads;
+// Meta's shape (media-level setup, a mid) is left alone.
+func TestForPion(t *testing.T) {
+	baresip := "v=0\r\no=- 1 2 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\n" +
+		"a=fingerprint:sha-256 AA:BB\r\na=setup:active\r\na=ice-ufrag:x\r\n" +
+		"m=audio 4000 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:1 cname:y\r\n"
+	got := string(forPion([]byte(baresip)))
+	m := strings.Index(got, "m=audio")
+	if strings.Contains(got[:m], "a=setup") || !strings.Contains(got[m:], "a=setup:active\r\n") || !strings.Contains(got[m:], "a=mid:0\r\n") {
+		t.Fatalf("setup not moved into the media section or no mid:\n%s", got)
+	}
+	if !strings.Contains(got[:m], "a=fingerprint:sha-256 AA:BB") || !strings.HasSuffix(got, "\r\n") {
+		t.Fatalf("session-level fingerprint lost or bad ending:\n%s", got)
+	}
+	meta := guideMetaOfferDTLS
+	if n, _ := normalizeSDP([]byte(meta)); string(forPion(n)) != string(n) {
+		t.Fatalf("Meta's offer changed:\n%s", forPion(n))
+	}
+}

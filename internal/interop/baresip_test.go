@@ -34,11 +34,6 @@ func TestInteropBaresip(t *testing.T) {
 	}
 	t.Run("sdes", func(t *testing.T) { baresipCall(t, "sdes", net.IPv4(127, 0, 0, 1)) })
 	t.Run("dtls", func(t *testing.T) {
-		if !baresipDTLSFixed && os.Getenv("WAPHONE_BARESIP_DTLS") == "" {
-			t.Skip("needs the media fix in docs/interop.md: pion ignores baresip's session-level " +
-				"a=setup (both sides become DTLS client) and, without a=mid, its a=ssrc (all RTP dropped); " +
-				"WAPHONE_BARESIP_DTLS=1 runs it anyway")
-		}
 		if os.Getenv(netnsEnv) == "" {
 			baresipNetns(t)
 			return
@@ -47,10 +42,6 @@ func TestInteropBaresip(t *testing.T) {
 		baresipCall(t, "dtls", netnsIP)
 	})
 }
-
-// baresipDTLSFixed: set to true together with the media/webrtc.go change
-// described in docs/interop.md; until then the DTLS call cannot pass.
-const baresipDTLSFixed = false
 
 // baresip 1.0.0's ICE module never gathers loopback addresses (if_handler:
 // "Skip loopback and link-local addresses"), and pion only gathers on a
@@ -219,6 +210,8 @@ rtp_ports 26000-26999
 	}
 	if ok, r := dsp.DetectTone(rec.Samples(), audio.SampleRate, 1000); !ok {
 		t.Errorf("baresip's 1000 Hz sine not heard by waphone (ratio %.2f, %d samples)", r, len(rec.Samples()))
+	} else {
+		t.Logf("waphone heard baresip's 1000 Hz sine (ratio %.2f, %d samples)", r, len(rec.Samples()))
 	}
 	time.Sleep(500 * time.Millisecond) // baresip closes its WAV after the BYE
 	// sndfile writes what baresip decoded from us as dump-*-dec.wav.
@@ -238,6 +231,8 @@ rtp_ports 26000-26999
 	}
 	if ok, r := dsp.DetectTone(pcm, audio.SampleRate, 440); !ok {
 		t.Errorf("waphone's 440 Hz tone not in baresip's recording (ratio %.2f)", r)
+	} else {
+		t.Logf("baresip recorded waphone's 440 Hz tone (ratio %.2f, %s)", r, filepath.Base(dumps[0]))
 	}
 }
 
