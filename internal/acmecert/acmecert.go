@@ -5,8 +5,9 @@
 // module graph (x/crypto), renews by itself 30 days before expiry, and
 // caches under the state directory. What it lacks is DNS-01; certmagic
 // has it but brings a large dependency tree into a static binary for a
-// Pi. So: tls-alpn-01 (port 443 forwarded) or http-01 (port 80), and
-// for DNS-01 a manual certificate from the user's own ACME client.
+// Pi. So: tls-alpn-01 (port 443 forwarded) or http-01 (port 80) through
+// autocert, and DNS-01 (no open port) through x/crypto/acme directly in
+// dns01.go, with a user hook that sets the TXT record at the DNS provider.
 //
 // The SIP listener never uses autocert's TLSConfig(): that adds ALPN
 // protocols, and Meta's gateway refuses ALPN. Challenges are answered on
@@ -41,6 +42,14 @@ type Config struct {
 	DNSHook      string       // dns-01: `HOOK present|cleanup FQDN VALUE` publishes the TXT record
 	HTTPClient   *http.Client // to reach the CA (tests pass pebble's roots)
 	Logger       *slog.Logger
+	// RenewBefore is how long before expiry a certificate is renewed.
+	// 0 = as by default: 30 days for dns-01; for tls-alpn-01/http-01
+	// autocert's own default (a third of the lifetime, at most 30 days).
+	// autocert caps any value at 30 days. Not a config key: tests set it.
+	RenewBefore time.Duration
+	// RenewCheck is how often Renew looks at a dns-01 certificate's
+	// expiry; 0 = every 12 hours. (autocert times its own renewals.)
+	RenewCheck time.Duration
 }
 
 // Manager serves the certificate and answers challenges.
@@ -70,11 +79,12 @@ func New(cfg Config) (*Manager, error) {
 		dir = LetsEncrypt
 	}
 	m := &autocert.Manager{
-		Prompt:     autocert.AcceptTOS,
-		Cache:      autocert.DirCache(filepath.Join(cfg.StateDir, "acme")),
-		HostPolicy: autocert.HostWhitelist(cfg.Hostname),
-		Email:      cfg.Email,
-		Client:     &acme.Client{DirectoryURL: dir, HTTPClient: cfg.HTTPClient},
+		Prompt:      autocert.AcceptTOS,
+		Cache:       autocert.DirCache(filepath.Join(cfg.StateDir, "acme")),
+		HostPolicy:  autocert.HostWhitelist(cfg.Hostname),
+		Email:       cfg.Email,
+		Client:      &acme.Client{DirectoryURL: dir, HTTPClient: cfg.HTTPClient},
+		RenewBefore: cfg.RenewBefore,
 	}
 	mgr := &Manager{cfg: cfg, m: m, log: cfg.Logger}
 	if cfg.Challenge == "dns-01" {
@@ -149,19 +159,24 @@ func (m *Manager) Prefetch(ctx context.Context) error {
 }
 
 // Renew keeps a DNS-01 certificate fresh (autocert renews its own): it
-// checks twice a day and renews 30 days before expiry, until ctx ends.
+// checks every RenewCheck (twice a day) and renews RenewBefore (30 days)
+// before expiry, until ctx ends.
 func (m *Manager) Renew(ctx context.Context) {
 	if m.dns == nil {
 		return
 	}
-	t := time.NewTicker(12 * time.Hour)
+	every := m.cfg.RenewCheck
+	if every <= 0 {
+		every = 12 * time.Hour
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_ = m.Prefetch(ctx) // obtains only within 30 days of expiry; the old one serves meanwhile
+			_ = m.Prefetch(ctx) // obtains only within RenewBefore of expiry; the old one serves meanwhile
 		}
 	}
 }

@@ -35,7 +35,15 @@ func (d *dns01) dir() string { return filepath.Join(d.cfg.StateDir, "acme") }
 
 func (d *dns01) certFile() string { return filepath.Join(d.dir(), d.cfg.Hostname+".dns01.pem") }
 
-// load returns the cached certificate if it still has 30 days left.
+// renewBefore is how much validity a certificate must have left to be kept.
+func (d *dns01) renewBefore() time.Duration {
+	if d.cfg.RenewBefore > 0 {
+		return d.cfg.RenewBefore
+	}
+	return 30 * 24 * time.Hour
+}
+
+// load returns the cached certificate if it still has RenewBefore (30 days) left.
 func (d *dns01) load() *tls.Certificate {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -44,7 +52,7 @@ func (d *dns01) load() *tls.Certificate {
 			d.cert = &c
 		}
 	}
-	if d.cert != nil && d.cert.Leaf != nil && time.Until(d.cert.Leaf.NotAfter) > 30*24*time.Hour {
+	if d.cert != nil && d.cert.Leaf != nil && time.Until(d.cert.Leaf.NotAfter) > d.renewBefore() {
 		return d.cert
 	}
 	return nil

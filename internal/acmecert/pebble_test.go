@@ -3,6 +3,7 @@ package acmecert
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,10 +39,11 @@ func freePort(t *testing.T, network string) int {
 }
 
 type pebbleEnv struct {
-	dir     string
-	client  *http.Client
-	mgmt    int // challtestsrv's management port
-	tlsPort int // where pebble validates tls-alpn-01
+	dir        string
+	client     *http.Client
+	mgmt       int // challtestsrv's management port
+	tlsPort    int // where pebble validates tls-alpn-01
+	pebbleMgmt int // pebble's management API (its roots, regenerated at every start)
 }
 
 // startPebble runs pebble and pebble-challtestsrv on loopback: pebble
@@ -111,7 +113,48 @@ func startPebble(t *testing.T) pebbleEnv {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return pebbleEnv{dir: dirURL, client: client, mgmt: chalMgmt, tlsPort: tlsPort}
+	return pebbleEnv{dir: dirURL, client: client, mgmt: chalMgmt, tlsPort: tlsPort, pebbleMgmt: mgmtPort}
+}
+
+// roots is a pool holding pebble's issuing root, fetched from its
+// management API: what a client (metasim playing Meta) must trust to
+// accept the certificates pebble issues.
+func (e pebbleEnv) roots(t *testing.T) *x509.CertPool {
+	t.Helper()
+	res, err := e.client.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", e.pebbleMgmt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("pebble root: %s %v", res.Status, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("pebble root is not PEM: %q", b)
+	}
+	return pool
+}
+
+// dnsHook writes a tls.dns_hook that publishes the TXT record through
+// pebble-challtestsrv's management API, the way a DNS provider's API would.
+func (e pebbleEnv) dnsHook(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	hook := filepath.Join(t.TempDir(), "dns-hook")
+	script := fmt.Sprintf(`#!/bin/sh
+case "$1" in
+present) curl -sf -X POST -d "{\"host\":\"$2\",\"value\":\"$3\"}" http://127.0.0.1:%d/set-txt ;;
+cleanup) curl -sf -X POST -d "{\"host\":\"$2\"}" http://127.0.0.1:%d/clear-txt ;;
+esac
+`, e.mgmt, e.mgmt)
+	if err := os.WriteFile(hook, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return hook
 }
 
 // TestPebbleTLSALPN obtains a real certificate from pebble (Let's
@@ -168,19 +211,7 @@ func TestDNS01AndBadChallengeAreClearErrors(t *testing.T) {
 // pebble-challtestsrv's management API, the way a DNS provider's API would.
 func TestPebbleDNS01(t *testing.T) {
 	env := startPebble(t)
-	hook := filepath.Join(t.TempDir(), "dns-hook")
-	script := fmt.Sprintf(`#!/bin/sh
-case "$1" in
-present) curl -sf -X POST -d "{\"host\":\"$2\",\"value\":\"$3\"}" http://127.0.0.1:%d/set-txt ;;
-cleanup) curl -sf -X POST -d "{\"host\":\"$2\"}" http://127.0.0.1:%d/clear-txt ;;
-esac
-`, env.mgmt, env.mgmt)
-	if err := os.WriteFile(hook, []byte(script), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed")
-	}
+	hook := env.dnsHook(t)
 	state := t.TempDir()
 	m, err := New(Config{Hostname: "kiosk.waphone.test", Challenge: "dns-01", DNSHook: hook, DirectoryURL: env.dir,
 		StateDir: state, HTTPClient: env.client, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
