@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot install test test-short lint demo interop bench fuzz deps clean
+.PHONY: soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -45,6 +45,11 @@ run: build
 # Interop against sipp (Debian sip-tester) behind socat for TLS.
 interop:
 	$(GO) test -tags '$(TAGS)' -run Interop -count=1 -v ./internal/interop/
+
+# Soak: one phone takes and places 300 DTLS calls back to back (about 3
+# minutes); no goroutine may outlive its call and the live heap must settle.
+soak:
+	WAPHONE_SOAK_CALLS=300 $(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -run TestSoakCalls -v ./phone/
 
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./sip/ ./media/ ./audio/ ./phone/

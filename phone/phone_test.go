@@ -53,10 +53,13 @@ type rigOpts struct {
 	dtls         bool              // WebRTC media (DTLS-SRTP + ICE) both ways
 	noEarly      bool              // no 183 with SDP while ringing
 	capture      phone.AudioSource // instead of a 440 Hz tone
+	quiet        bool              // no logs even with -v (soak runs)
 }
 
-func logger() *slog.Logger {
-	if testing.Verbose() {
+func logger() *slog.Logger { return rigLogger(false) }
+
+func rigLogger(quiet bool) *slog.Logger {
+	if testing.Verbose() && !quiet {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -78,7 +81,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	}
 	sim, err := metasim.Start(ctx, metasim.Config{
 		BusinessNumber: business, BusinessHost: host, Password: password, BusinessRoots: ca.Pool(),
-		ToneHz: 1000, RejectBusinessCalls: o.rejectStatus, Logger: logger().With("side", "metasim"),
+		ToneHz: 1000, RejectBusinessCalls: o.rejectStatus, Logger: rigLogger(o.quiet).With("side", "metasim"),
 		KeyExchange: map[bool]string{true: "dtls", false: "sdes"}[o.dtls],
 	})
 	if err != nil {
@@ -118,7 +121,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
 		},
-		Logger: logger().With("side", "waphone"),
+		Logger: rigLogger(o.quiet).With("side", "waphone"),
 	})
 	certPEM, keyPEM, err := ca.Issue(o.ourHost)
 	if err != nil {
@@ -139,7 +142,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	r.ep, err = sip.New(sip.Config{
 		Hostname: o.ourHost, Number: business, Password: func() (string, error) { return password, nil },
 		GatewayAddr: sim.Addr(), GatewayRoots: sim.CA().Pool(), ContactPort: ln.Addr().(*net.TCPAddr).Port,
-		Logger: logger().With("side", "waphone-sip"),
+		Logger: rigLogger(o.quiet).With("side", "waphone-sip"),
 	}, r.phone)
 	if err != nil {
 		t.Fatal(err)
