@@ -428,10 +428,13 @@ func newLogger(level string) *slog.Logger {
 
 var errUsage = errors.New("usage")
 
+// quietSipgo: sipgo logs some transport events through its package-level
+// logger (not the one we pass in), e.g. harmless "TCP ref went negative"
+// at shutdown. Only its errors reach the journal, with their priority.
 func quietSipgo() {
 	level := slog.LevelError
 	if os.Getenv("WAPHONE_SIPGO_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	ssip.SetDefaultLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	ssip.SetDefaultLogger(slog.New(logging.NewHandler(os.Stderr, level)))
 }
