@@ -411,10 +411,6 @@ func TestCancelWhileRinging(t *testing.T) {
 func TestOtherMethodsAndBadInput(t *testing.T) {
 	env := newTestEnv(t, nil, answerPolicy)
 	m := env.dialMeta(t)
-	req := func(method, extra string) string {
-		return method + " sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK" + method + "\r\nMax-Forwards: 70\r\n" +
-			"From: <sip:+12195550714@wa.meta.vc>;tag=o1\r\nTo: <sip:+12145551869@meta-voip.example.com>\r\nCall-ID: o-" + method + "\r\nCSeq: 1 " + method + "\r\n" + extra + "Content-Length: 0\r\n\r\n"
-	}
 	m.send(req("OPTIONS", ""))
 	if h := m.expect(200); !strings.Contains(first(h["allow"]), "INVITE") {
 		t.Fatalf("OPTIONS without Allow: %v", h)
@@ -544,4 +540,45 @@ func TestByeAfterMediaFailureSaysWhy(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestOneStrangerCannotLockMetaOut: with sip.allow empty, one address
+// opening connections and sending nothing gets a quarter of the slots at
+// most; Meta (another address) still connects and is served.
+func TestOneStrangerCannotLockMetaOut(t *testing.T) {
+	env := newTestEnv(t, nil, answerPolicy)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 2 * time.Second}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 64; i++ { // as many as the whole device takes
+		c, err := d.Dial("tcp", env.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, over := env.ep.Refused(); over >= 64-16 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, over := env.ep.Refused()
+			t.Fatalf("%d of 64 connections from one address refused, want %d", over, 64-16)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := env.dialMeta(t)
+	m.send(req("OPTIONS", ""))
+	m.expect(200)
+}
+
+// req is an out-of-dialog request from Meta with no body.
+func req(method, extra string) string {
+	return method + " sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK" + method + "\r\nMax-Forwards: 70\r\n" +
+		"From: <sip:+12195550714@wa.meta.vc>;tag=o1\r\nTo: <sip:+12145551869@meta-voip.example.com>\r\nCall-ID: o-" + method + "\r\nCSeq: 1 " + method + "\r\n" + extra + "Content-Length: 0\r\n\r\n"
 }

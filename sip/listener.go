@@ -113,12 +113,47 @@ type guardListener struct {
 	refused  atomic.Uint64
 	overflow atomic.Uint64
 	lastLog  atomic.Int64
+
+	// One source may hold at most a quarter of the connections, so a
+	// single stranger (when sip.allow is empty) cannot lock Meta out.
+	maxPerIP int
+	mu       sync.Mutex
+	perIP    map[netip.Addr]int
 }
 
 func newGuardListener(l net.Listener, allow []netip.Prefix, maxConns int, log *slog.Logger) *guardListener {
 	return &guardListener{
 		Listener: l, allow: allow, sem: make(chan struct{}, maxConns),
 		idle: 10 * time.Minute, first: 10 * time.Second, log: log,
+		maxPerIP: max(maxConns/4, 1), perIP: make(map[netip.Addr]int),
+	}
+}
+
+func remoteIP(addr net.Addr) netip.Addr {
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// take counts a connection from ip, or says no when ip holds its share.
+func (g *guardListener) take(ip netip.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.perIP[ip] >= g.maxPerIP {
+		return false
+	}
+	g.perIP[ip]++
+	return true
+}
+
+func (g *guardListener) release(ip netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.perIP[ip]--; g.perIP[ip] <= 0 {
+		delete(g.perIP, ip)
 	}
 }
 
@@ -165,9 +200,17 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
+		ip := remoteIP(c.RemoteAddr())
+		if !g.take(ip) {
+			g.overflow.Add(1)
+			g.logRefusal("too many SIP connections from one address; refusing", c.RemoteAddr())
+			_ = c.Close()
+			continue
+		}
 		select {
 		case g.sem <- struct{}{}:
 		default:
+			g.release(ip)
 			g.overflow.Add(1)
 			g.logRefusal("too many SIP connections; refusing", c.RemoteAddr())
 			_ = c.Close()
@@ -175,13 +218,14 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		}
 		// The first deadline covers the TLS handshake and the first message.
 		_ = c.SetReadDeadline(time.Now().Add(g.first))
-		return &guardConn{Conn: c, g: g}, nil
+		return &guardConn{Conn: c, g: g, ip: ip}, nil
 	}
 }
 
 type guardConn struct {
 	net.Conn
 	g    *guardListener
+	ip   netip.Addr
 	once sync.Once
 }
 
@@ -195,7 +239,10 @@ func (c *guardConn) Read(b []byte) (int, error) {
 
 func (c *guardConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { <-c.g.sem })
+	c.once.Do(func() {
+		<-c.g.sem
+		c.g.release(c.ip)
+	})
 	return err
 }
 
