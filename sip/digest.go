@@ -28,22 +28,28 @@ const (
 // nonceStore issues single-use nonces. It is bounded so that a flood of
 // unauthenticated INVITEs cannot grow it without limit: the oldest nonce is
 // forgotten first, which at worst costs a legitimate caller one extra 407.
+// One source may hold at most an eighth of the store: past that, its own
+// oldest nonce goes, so a flood from one address cannot evict Meta's.
 type nonceStore struct {
 	mu     sync.Mutex
 	ttl    time.Duration
 	max    int
+	perSrc int
 	nonces map[string]nonceEntry
 	order  []string // issue order, for eviction
+	bySrc  map[string]int
 	now    func() time.Time
 }
 
 type nonceEntry struct {
 	issued time.Time
 	opaque string
+	src    string
 }
 
-func newNonceStore(ttl time.Duration, max int) *nonceStore {
-	return &nonceStore{ttl: ttl, max: max, nonces: make(map[string]nonceEntry), now: time.Now}
+func newNonceStore(ttl time.Duration, size int) *nonceStore {
+	return &nonceStore{ttl: ttl, max: size, perSrc: max(size/8, 1), nonces: make(map[string]nonceEntry),
+		bySrc: make(map[string]int), now: time.Now}
 }
 
 func randomHex(n int) string {
@@ -52,17 +58,37 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (s *nonceStore) issue() (nonce, opaque string) {
+// issue makes a nonce for a challenge sent to src (an IP address).
+func (s *nonceStore) issue(src string) (nonce, opaque string) {
 	nonce, opaque = randomHex(16), randomHex(8)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.order) >= s.max {
-		delete(s.nonces, s.order[0])
-		s.order = s.order[1:]
+	if s.bySrc[src] >= s.perSrc {
+		for i, n := range s.order {
+			if s.nonces[n].src == src {
+				s.forget(i)
+				break
+			}
+		}
 	}
-	s.nonces[nonce] = nonceEntry{issued: s.now(), opaque: opaque}
+	for len(s.order) >= s.max {
+		s.forget(0)
+	}
+	s.nonces[nonce] = nonceEntry{issued: s.now(), opaque: opaque, src: src}
 	s.order = append(s.order, nonce)
+	s.bySrc[src]++
 	return nonce, opaque
+}
+
+// forget drops the i-th nonce in issue order; s.mu is held.
+func (s *nonceStore) forget(i int) {
+	n := s.order[i]
+	src := s.nonces[n].src
+	if s.bySrc[src]--; s.bySrc[src] <= 0 {
+		delete(s.bySrc, src)
+	}
+	delete(s.nonces, n)
+	s.order = append(s.order[:i], s.order[i+1:]...)
 }
 
 // take consumes a nonce: each one authorizes exactly one INVITE, so a
@@ -74,10 +100,9 @@ func (s *nonceStore) take(nonce, opaque string) authResult {
 	if !ok {
 		return authChallenge
 	}
-	delete(s.nonces, nonce)
 	for i, n := range s.order {
 		if n == nonce {
-			s.order = append(s.order[:i], s.order[i+1:]...)
+			s.forget(i)
 			break
 		}
 	}
@@ -124,10 +149,27 @@ func (t *failThrottle) blocked(ip string) bool {
 	return f.n >= t.limit
 }
 
-func (t *failThrottle) fail(ip string) {
+// attempt books one authentication attempt from ip as a failure before
+// it is checked, and says no once ip is at the limit: concurrent guesses
+// (sipgo runs each request in its own goroutine) cannot overrun it. A
+// success clears the count (succeed), an attempt that turned out not to be
+// a guess (an expired nonce) gives its booking back (undo).
+func (t *failThrottle) attempt(ip string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
+	f, ok := t.fails[ip]
+	if ok && now.Sub(f.first) > t.window {
+		delete(t.fails, ip)
+		ok = false
+	}
+	if ok {
+		if f.n >= t.limit {
+			return false
+		}
+		f.n++
+		return true
+	}
 	if len(t.fails) >= t.max {
 		for k, f := range t.fails { // drop expired entries; bounded map
 			if now.Sub(f.first) > t.window {
@@ -135,15 +177,19 @@ func (t *failThrottle) fail(ip string) {
 			}
 		}
 		if len(t.fails) >= t.max {
-			return
+			return true // full of live entries: check, but do not track this source
 		}
 	}
-	f, ok := t.fails[ip]
-	if !ok || now.Sub(f.first) > t.window {
-		t.fails[ip] = &failCount{n: 1, first: now}
-		return
+	t.fails[ip] = &failCount{n: 1, first: now}
+	return true
+}
+
+func (t *failThrottle) undo(ip string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f, ok := t.fails[ip]; ok && f.n > 0 {
+		f.n--
 	}
-	f.n++
 }
 
 func (t *failThrottle) succeed(ip string) {

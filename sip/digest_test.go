@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"hash"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,7 +83,7 @@ func TestNonceStoreSingleUseAndExpiry(t *testing.T) {
 	s := newNonceStore(time.Minute, 3)
 	now := time.Unix(1000, 0)
 	s.now = func() time.Time { return now }
-	n, o := s.issue()
+	n, o := s.issue("192.0.2.1")
 	if len(n) != 32 || len(o) != 16 {
 		t.Fatalf("nonce %q opaque %q: want 128-bit and 64-bit random hex", n, o)
 	}
@@ -90,18 +93,18 @@ func TestNonceStoreSingleUseAndExpiry(t *testing.T) {
 	if got := s.take(n, o); got != authChallenge {
 		t.Fatalf("replay = %v, want a fresh challenge", got)
 	}
-	n2, o2 := s.issue()
+	n2, o2 := s.issue("192.0.2.1")
 	now = now.Add(2 * time.Minute)
 	if got := s.take(n2, o2); got != authStale {
 		t.Fatalf("expired = %v, want stale", got)
 	}
-	n3, _ := s.issue()
+	n3, _ := s.issue("192.0.2.1")
 	if got := s.take(n3, "other-opaque"); got != authForbidden {
 		t.Fatalf("wrong opaque = %v, want forbidden", got)
 	}
 	// Bounded: a flood of challenges keeps at most max nonces.
 	for i := 0; i < 100; i++ {
-		s.issue()
+		s.issue("192.0.2." + strconv.Itoa(i))
 	}
 	if len(s.nonces) != 3 || len(s.order) != 3 {
 		t.Fatalf("store holds %d/%d nonces, want 3", len(s.nonces), len(s.order))
@@ -113,13 +116,17 @@ func TestFailThrottle(t *testing.T) {
 	now := time.Unix(0, 0)
 	th.now = func() time.Time { return now }
 	for i := 0; i < 3; i++ {
-		if th.blocked("192.0.2.1") {
+		if th.blocked("192.0.2.1") || !th.attempt("192.0.2.1") {
 			t.Fatalf("blocked after %d failures", i)
 		}
-		th.fail("192.0.2.1")
 	}
-	if !th.blocked("192.0.2.1") {
+	if !th.blocked("192.0.2.1") || th.attempt("192.0.2.1") {
 		t.Fatal("not blocked after 3 failures")
+	}
+	// An attempt given back (an expired nonce, not a guess) frees its slot.
+	th.undo("192.0.2.1")
+	if th.blocked("192.0.2.1") || !th.attempt("192.0.2.1") {
+		t.Fatal("undo did not free the attempt")
 	}
 	if th.blocked("192.0.2.2") {
 		t.Fatal("another source is blocked")
@@ -206,5 +213,49 @@ func TestPickChallengeMD5Only(t *testing.T) {
 
 func clearChallenges(res *ssip.Response) {
 	for res.RemoveHeader("Proxy-Authenticate") {
+	}
+}
+
+// TestNonceFloodFromOneSourceSparesOthers: one address asking for
+// challenges without end evicts only its own nonces; Meta's stays valid.
+func TestNonceFloodFromOneSourceSparesOthers(t *testing.T) {
+	s := newNonceStore(time.Minute, 64)
+	meta, mo := s.issue("157.240.0.1")
+	for i := 0; i < 10000; i++ {
+		s.issue("203.0.113.9")
+	}
+	if got := s.take(meta, mo); got != authOK {
+		t.Fatalf("Meta's nonce after a one-source flood: %v, want ok", got)
+	}
+	if len(s.nonces) > 64/8 || len(s.order) != len(s.nonces) {
+		t.Fatalf("the flooding source holds %d nonces (order %d), want at most %d", len(s.nonces), len(s.order), 64/8)
+	}
+	// Many sources still cannot grow the store past its size.
+	for i := 0; i < 1000; i++ {
+		s.issue("198.51.100." + strconv.Itoa(i%250))
+	}
+	if len(s.nonces) != 64 || len(s.order) != 64 {
+		t.Fatalf("store holds %d/%d nonces, want 64", len(s.nonces), len(s.order))
+	}
+}
+
+// TestThrottleHoldsUnderConcurrentGuesses: many goroutines guessing at
+// once from one address get at most the limit of checks.
+func TestThrottleHoldsUnderConcurrentGuesses(t *testing.T) {
+	th := newFailThrottle(5, time.Minute)
+	var checked atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if th.attempt("203.0.113.9") {
+				checked.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := checked.Load(); n != 5 {
+		t.Fatalf("%d of 64 concurrent guesses were checked, want 5", n)
 	}
 }

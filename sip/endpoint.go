@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -72,6 +73,8 @@ type Endpoint struct {
 	dua      *sipgo.DialogUA
 	nonces   *nonceStore
 	throttle *failThrottle
+	// INVITEs refused by the throttle, and when that was last logged.
+	throttled, throttleLog atomic.Int64
 
 	mu      sync.Mutex
 	dialogs map[string]*dialog
@@ -182,6 +185,10 @@ func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Conf
 	}
 	return fmt.Errorf("sip: serving %s: %w", ln.Addr(), err)
 }
+
+// Throttled counts INVITEs refused without a check because their source
+// gave too many wrong digest answers.
+func (e *Endpoint) Throttled() int64 { return e.throttled.Load() }
 
 // Refused reports connections dropped by the allow-list and by the cap.
 func (e *Endpoint) Refused() (notAllowed, overLimit uint64) {

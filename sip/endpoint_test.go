@@ -359,6 +359,9 @@ func TestWrongPasswordIsForbiddenThenThrottled(t *testing.T) {
 	if len(env.h.calls) != 0 {
 		t.Fatal("a call reached the phone")
 	}
+	if n := env.ep.Throttled(); n != 1 {
+		t.Fatalf("throttled INVITEs counted %d, want 1", n)
+	}
 }
 
 func TestReplayedNonceIsChallengedAgain(t *testing.T) {
@@ -581,4 +584,19 @@ func TestOneStrangerCannotLockMetaOut(t *testing.T) {
 func req(method, extra string) string {
 	return method + " sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK" + method + "\r\nMax-Forwards: 70\r\n" +
 		"From: <sip:+12195550714@wa.meta.vc>;tag=o1\r\nTo: <sip:+12145551869@meta-voip.example.com>\r\nCall-ID: o-" + method + "\r\nCSeq: 1 " + method + "\r\n" + extra + "Content-Length: 0\r\n\r\n"
+}
+
+// TestOtherNumbersLookTheSame: an INVITE for another number is challenged
+// exactly like one for ours (a scan cannot tell which number rings here);
+// only an authenticated one learns 404.
+func TestOtherNumbersLookTheSame(t *testing.T) {
+	env := newTestEnv(t, nil, answerPolicy)
+	m := env.dialMeta(t)
+	other := strings.ReplaceAll(guideInvite("other", "o1", "z9hG4bKother1", 1, ""), "sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0", "sip:+19995550000@meta-voip.example.com;transport=tls SIP/2.0")
+	m.send(other)
+	h := m.expect(407)
+	auth := authFor(t, h, tPass)
+	retry := strings.ReplaceAll(guideInvite("other", "o1", "z9hG4bKother2", 2, "Proxy-Authorization: "+auth+"\r\n"), "sip:+12145551869@meta-voip.example.com;transport=tls SIP/2.0", "sip:+19995550000@meta-voip.example.com;transport=tls SIP/2.0")
+	m.send(retry)
+	m.expect(404)
 }

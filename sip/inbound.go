@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	ssip "github.com/emiago/sipgo/sip"
 )
@@ -128,7 +129,13 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 	src := req.Source()
 	ip, _, _ := net.SplitHostPort(src)
 	if e.throttle.blocked(ip) {
+		e.noteThrottled(src)
 		e.respond(req, tx, 403, "Forbidden")
+		return
+	}
+	// Authenticate before looking at the Request-URI: every number gets the
+	// same 407, so a scan cannot tell which one rings here.
+	if !e.authorize(req, tx, ip) {
 		return
 	}
 	if u := strings.TrimPrefix(req.Recipient.User, "+"); u != e.digits {
@@ -137,9 +144,6 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 			e.respond(req, tx, 404, "Not Found")
 			return
 		}
-	}
-	if !e.authorize(req, tx, ip) {
-		return
 	}
 	if req.Contact() == nil {
 		e.respond(req, tx, 400, "Missing Contact")
@@ -198,19 +202,24 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip string) bool {
 	h := req.GetHeader("Proxy-Authorization")
 	if h == nil {
-		nonce, opaque := e.nonces.issue()
+		nonce, opaque := e.nonces.issue(ip)
 		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, false))
+		return false
+	}
+	if !e.throttle.attempt(ip) {
+		e.noteThrottled(req.Source())
+		e.respond(req, tx, 403, "Forbidden")
 		return false
 	}
 	password, err := e.cfg.Password()
 	if err != nil {
+		e.throttle.undo(ip)
 		e.log.Error("cannot read the SIP password; refusing the call", "err", err)
 		e.respond(req, tx, 500, "Server Internal Error")
 		return false
 	}
 	creds, verr := verifyDigest(h.Value(), string(req.Method), e.cfg.Hostname, e.digits, password)
 	if creds == nil {
-		e.throttle.fail(ip)
 		e.log.Warn("INVITE with malformed credentials", "remote", req.Source(), "err", verr)
 		e.respond(req, tx, 400, "Bad Proxy-Authorization")
 		return false
@@ -219,24 +228,38 @@ func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip st
 	// and tells nothing; a nonce is consumed either way.
 	switch e.nonces.take(creds.Nonce, creds.Opaque) {
 	case authChallenge:
-		nonce, opaque := e.nonces.issue()
+		e.throttle.undo(ip)
+		nonce, opaque := e.nonces.issue(ip)
 		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, false))
 		return false
 	case authStale:
-		nonce, opaque := e.nonces.issue()
+		e.throttle.undo(ip)
+		nonce, opaque := e.nonces.issue(ip)
 		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, true))
 		return false
 	case authForbidden:
 		verr = errors.New("opaque does not match the nonce")
 	}
 	if verr != nil {
-		e.throttle.fail(ip)
 		e.log.Warn("INVITE failed digest authentication", "remote", req.Source(), "username", creds.Username, "err", verr)
 		e.respond(req, tx, 403, "Forbidden")
 		return false
 	}
 	e.throttle.succeed(ip)
 	return true
+}
+
+// noteThrottled counts a request refused by the failure throttle and logs
+// at most one line per 10 s, so that an attack stays visible without
+// flooding the journal.
+func (e *Endpoint) noteThrottled(src string) {
+	n := e.throttled.Add(1)
+	now := time.Now().UnixNano()
+	last := e.throttleLog.Load()
+	if now-last < int64(10*time.Second) || !e.throttleLog.CompareAndSwap(last, now) {
+		return
+	}
+	e.log.Warn("refusing INVITEs from a source with too many failed digest answers", "remote", src, "throttled_total", n)
 }
 
 // onReInvite answers a re-INVITE inside a dialog with our current SDP: we

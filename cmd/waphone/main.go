@@ -159,7 +159,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if d.history, err = history.Open(stateDir(cfg)); err != nil {
 		log.Error("call history unavailable; calls will not be logged to disk", "err", err)
 	}
-	ctl, err := control.Listen(cfg.Phone.ControlSocket, d.phone, log)
+	ctl, err := control.Listen(cfg.Phone.ControlSocket, statusWithGuard{d.phone, d.ep}, log)
 	if err != nil {
 		return err
 	}
@@ -212,8 +212,30 @@ func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr i
 	return nil
 }
 
+// statusWithGuard adds the SIP listener's defence counters to the phone's
+// status, so that `waphone status` shows an attack the phone never saw.
+type statusWithGuard struct {
+	*phone.Phone
+	ep *sip.Endpoint
+}
+
+func (s statusWithGuard) StatusJSON() ([]byte, error) {
+	notAllowed, overLimit := s.ep.Refused()
+	return json.Marshal(struct {
+		phone.Status
+		Guard guardStatus `json:"guard"`
+	}{s.Phone.Status(), guardStatus{NotAllowed: notAllowed, OverLimit: overLimit, Throttled: s.ep.Throttled()}})
+}
+
+type guardStatus struct {
+	NotAllowed uint64 `json:"refused_not_allowed"`
+	OverLimit  uint64 `json:"refused_over_limit"`
+	Throttled  int64  `json:"throttled_invites"`
+}
+
 func printStatus(w io.Writer, raw json.RawMessage) error {
 	var st struct {
+		Guard *guardStatus `json:"guard"`
 		State string          `json:"state"`
 		Call  *sip.CallInfo   `json:"call"`
 		Since time.Time       `json:"since"`
@@ -246,6 +268,10 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	if len(st.Last) > 0 && string(st.Last) != "null" {
 		fmt.Fprintf(w, "last call: %s\n", st.Last)
+	}
+	if g := st.Guard; g != nil && (g.NotAllowed+g.OverLimit > 0 || g.Throttled > 0) {
+		fmt.Fprintf(w, "refused: %d connections outside sip.allow, %d over the connection limits, %d INVITEs after failed digest answers\n",
+			g.NotAllowed, g.OverLimit, g.Throttled)
 	}
 	return nil
 }
