@@ -235,7 +235,7 @@ type guardStatus struct {
 
 func printStatus(w io.Writer, raw json.RawMessage) error {
 	var st struct {
-		Guard *guardStatus `json:"guard"`
+		Guard *guardStatus    `json:"guard"`
 		State string          `json:"state"`
 		Call  *sip.CallInfo   `json:"call"`
 		Since time.Time       `json:"since"`
