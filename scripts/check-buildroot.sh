@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/../buildroot"
 br=${BUILDROOT:?set BUILDROOT to a Buildroot source checkout}
 # check-package imports these (Debian: python3-magic flake8 shellcheck).
-python3 -c 'import magic, flake8' 2>/dev/null || {
+/usr/bin/python3 -c 'import magic, flake8' 2>/dev/null || {
 	echo "check-package needs python3-magic and flake8 (and shellcheck): apt-get install python3-magic flake8 shellcheck" >&2
 	exit 2
 }
