@@ -230,6 +230,33 @@ func forPion(norm []byte) []byte {
 	return []byte(strings.Join(out, "\r\n") + "\r\n")
 }
 
+var (
+	bundleLineRE = regexp.MustCompile(`(?m)^a=group:BUNDLE[^\r\n]*\r\n`)
+	zeroPortRE   = regexp.MustCompile(`(?m)^m=audio 0 `)
+	midRE        = regexp.MustCompile(`(?m)^a=mid:(\S+)`)
+)
+
+// bundleLoneSection gives an offer with one media section and no BUNDLE
+// group (baresip's) a group of that section: pion answers every section
+// outside the offer's BUNDLE group with port 0, which rejects the only
+// audio stream. It reports whether it added the group.
+func bundleLoneSection(norm []byte) ([]byte, bool) {
+	if bytes.Contains(norm, []byte("\r\na=group:BUNDLE")) || bytes.Count(norm, []byte("\r\nm=")) != 1 {
+		return norm, false
+	}
+	m := midRE.FindSubmatch(norm)
+	if m == nil {
+		return norm, false
+	}
+	i := bytes.Index(norm, []byte("\r\nm=")) + 2
+	out := make([]byte, 0, len(norm)+32)
+	out = append(out, norm[:i]...)
+	out = append(out, "a=group:BUNDLE "...)
+	out = append(out, m[1]...)
+	out = append(out, "\r\n"...)
+	return append(out, norm[i:]...), true
+}
+
 // answerDTLS answers Meta's WebRTC offer.
 func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, []byte, error) {
 	var md *sdp.MediaDescription
@@ -267,7 +294,7 @@ func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, [
 		s.Close()
 		return nil, nil, badSDP("%v", err)
 	}
-	norm = forPion(norm)
+	norm, bundled := bundleLoneSection(forPion(norm))
 	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(norm)}); err != nil {
 		s.Close()
 		return nil, nil, notAcceptable("WebRTC offer not usable: %v", err)
@@ -281,6 +308,13 @@ func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, [
 	if err != nil {
 		s.Close()
 		return nil, nil, err
+	}
+	if bundled { // the group was ours, not the offer's: RFC 8843 forbids adding one
+		b = bundleLineRE.ReplaceAll(b, nil)
+	}
+	if zeroPortRE.Match(b) {
+		s.Close()
+		return nil, nil, notAcceptable("pion rejected the offered audio stream (m=audio 0)")
 	}
 	s.mu.Lock()
 	s.localSDP = b

@@ -173,3 +173,26 @@ func TestForPion(t *testing.T) {
 		t.Fatalf("Meta's offer changed:\n%s", forPion(n))
 	}
 }
+
+// TestAnswerToOfferWithoutBundle: baresip offers WebRTC media with
+// session-level a=setup, no a=mid and no BUNDLE group; our answer must
+// keep the audio stream (pion would answer m=audio 0) and add no group.
+func TestAnswerToOfferWithoutBundle(t *testing.T) {
+	offer := "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"a=fingerprint:sha-256 " + strings.TrimSuffix(strings.Repeat("AB:", 32), ":") + "\r\na=setup:actpass\r\n" +
+		"a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n" +
+		"m=audio 4000 UDP/TLS/RTP/SAVPF 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n" +
+		"a=rtcp-mux\r\na=candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host\r\na=ssrc:1 cname:x\r\n"
+	s, ans, err := Answer(testConfig(), []byte(offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := string(ans)
+	if strings.Contains(a, "m=audio 0 ") || !strings.Contains(a, "a=setup:active") {
+		t.Fatalf("audio stream rejected or wrong DTLS role:\n%s", a)
+	}
+	if strings.Contains(a, "a=group:BUNDLE") {
+		t.Fatalf("answer adds a BUNDLE group the offer did not have:\n%s", a)
+	}
+}
