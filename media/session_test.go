@@ -603,21 +603,42 @@ func TestSteadyStateAllocs(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("timing test; the race detector allocates by itself")
 	}
-	a, b := pair(t, testConfig(), testConfig(), nil)
-	ctx := context.Background()
-	a.Start(ctx, &toneSource{hz: 440}, nil)
-	b.Start(ctx, &toneSource{hz: 1000}, nil)
-	time.Sleep(300 * time.Millisecond) // past first-packet logging and latching
-	var m0, m1 runtime.MemStats
-	runtime.ReadMemStats(&m0)
-	time.Sleep(time.Second)
-	runtime.ReadMemStats(&m1)
-	frames := a.Stats().PacketsSent + b.Stats().PacketsSent
-	allocs := m1.Mallocs - m0.Mallocs
-	t.Logf("%d heap allocations in 1 s of two-way media (%d frames sent in total so far)", allocs, frames)
-	// Generous bound: runtime/test noise only, nothing per frame.
-	if allocs > 50 {
-		t.Errorf("%d allocations per second of media", allocs)
+	// SDES is our own path: nothing per frame (the bound is runtime noise).
+	// DTLS goes through pion's track writer and reader, which allocate about
+	// once per packet each way; the bound catches a regression such as
+	// pion's default interceptors coming back (6 allocations per frame).
+	for _, c := range []struct {
+		kx       string
+		perFrame float64
+	}{{"sdes", 0.5}, {"dtls", 3}} {
+		t.Run(c.kx, func(t *testing.T) {
+			cfgA := testConfig()
+			cfgA.KeyExchange = c.kx
+			a, b := pair(t, cfgA, testConfig(), nil)
+			ctx := context.Background()
+			_ = a.Start(ctx, &toneSource{hz: 440}, nil)
+			_ = b.Start(ctx, &toneSource{hz: 1000}, nil)
+			deadline := time.Now().Add(10 * time.Second)
+			for b.Stats().PacketsReceived == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond) // past first-packet logging and latching
+			var m0, m1 runtime.MemStats
+			f0 := a.Stats().PacketsSent + b.Stats().PacketsSent
+			runtime.ReadMemStats(&m0)
+			time.Sleep(time.Second)
+			runtime.ReadMemStats(&m1)
+			frames := a.Stats().PacketsSent + b.Stats().PacketsSent - f0
+			allocs := m1.Mallocs - m0.Mallocs
+			t.Logf("%s: %d heap allocations, %d bytes in 1 s of two-way media (%d frames): %.2f allocations per frame",
+				c.kx, allocs, m1.TotalAlloc-m0.TotalAlloc, frames, float64(allocs)/float64(max(frames, 1)))
+			if frames < 50 {
+				t.Fatalf("only %d frames in a second", frames)
+			}
+			if float64(allocs) > c.perFrame*float64(frames) {
+				t.Errorf("%d allocations for %d frames, want at most %.1f per frame", allocs, frames, c.perFrame)
+			}
+		})
 	}
 }
 

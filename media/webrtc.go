@@ -99,7 +99,12 @@ func newRTCAPI(cfg Config, opusPT uint8, opusFmtp string, dtmfPT int) (*webrtc.A
 			return nil, fmt.Errorf("media: public_address: %w", err)
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)), nil
+	// An empty interceptor registry: without one pion adds its defaults,
+	// which send their own RTCP sender/receiver reports next to ours (two
+	// SRs for one SSRC with different counts), NACK lost audio that Opus
+	// FEC/PLC covers anyway, and allocate on every packet.
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se),
+		webrtc.WithInterceptorRegistry(&interceptor.Registry{})), nil
 }
 
 // newRTCPeer makes the PeerConnection, our send track and the state hooks.
