@@ -266,17 +266,7 @@ func baresipCheckTones(t *testing.T, rec *audio.Recorder, dir string) {
 // baresipCall: waphone calls baresip, which answers on its own.
 func baresipCall(t *testing.T, mode string, mediaIP net.IP) {
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("baresip CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, k, err := ca.Issue("wa.meta.vc", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), append(c, k...), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca := baresipCert(t, dir)
 	acct := "<sip:+12195550714@wa.meta.vc;transport=tls>;regint=0;answermode=auto" + baresipMedia(mode)
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", baresipConfig(t, dir, mode, acct, ""))
 	_, stop := baresipStart(t, dir)
@@ -325,19 +315,7 @@ func baresipDials(t *testing.T, mode string, mediaIP net.IP) {
 		password = "baresip-meta-secret"
 	)
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("baresip CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// baresip's certificate: waphone sends its BYE on a connection of its
-	// own to baresip's Contact and verifies it under the gateway's name.
-	c, k, err := ca.Issue("wa.meta.vc", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), append(c, k...), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca := baresipCert(t, dir)
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
 		t.Fatal(err)
@@ -422,4 +400,24 @@ func freeCheck(port int) error {
 		return err
 	}
 	return l.Close()
+}
+
+// baresipCert gives baresip a certificate (dir/cert.pem, key included) from
+// a fresh CA, for wa.meta.vc and 127.0.0.1: waphone verifies baresip under
+// the gateway's name, as it would Meta, when it opens its own connection
+// (a BYE to baresip's Contact).
+func baresipCert(t *testing.T, dir string) *testpki.CA {
+	t.Helper()
+	ca, err := testpki.NewCA("baresip CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k, err := ca.Issue("wa.meta.vc", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), append(c, k...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca
 }

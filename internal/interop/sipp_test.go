@@ -91,31 +91,10 @@ func TestInteropSippUserInitiated(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "waphone")
-	build := exec.Command("go", "build", "-tags", "nolibopusfile", "-o", bin, "./cmd/waphone")
-	build.Dir = moduleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building waphone: %v\n%s", err, out)
-	}
-
-	ca, err := testpki.NewCA("interop CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := ca.Issue(host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := testpki.WriteFiles(dir, certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	df := newDaemonFiles(t, dir, "interop CA")
+	bin, ca, certFile, keyFile, pwFile := df.bin, df.ca, df.certFile, df.keyFile, df.pwFile
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pwFile := filepath.Join(dir, "sip-password")
-	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sipPort := freePort(t)
@@ -146,27 +125,7 @@ level = "debug"
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	daemonLog := &syncBuffer{}
-	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
-	daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	daemonDone := make(chan struct{})
-	go func() { _ = daemon.Wait(); close(daemonDone) }()
-	defer func() {
-		_ = daemon.Process.Signal(os.Interrupt)
-		select {
-		case <-daemonDone:
-		case <-time.After(5 * time.Second):
-			_ = daemon.Process.Kill()
-			<-daemonDone
-		}
-		if t.Failed() {
-			t.Logf("waphone log:\n%s", daemonLog.String())
-		}
-	}()
-	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", sipPort))
+	daemonLog, _ := runDaemon(t, ctx, bin, cfgFile, fmt.Sprintf("127.0.0.1:%d", sipPort))
 
 	// socat: plain TCP for sipp on one side, TLS to waphone on the other,
 	// verifying waphone's certificate and name like Meta does.
@@ -232,4 +191,66 @@ level = "debug"
 	if strings.Contains(log, "panic") || strings.Contains(log, password) {
 		t.Fatal("waphone log has a panic or the password")
 	}
+}
+
+// daemonFiles is what a test needs to run the real daemon: the waphone
+// binary built from this tree, a certificate for host from a fresh CA, and
+// the SIP password file (0600), all under dir.
+type daemonFiles struct {
+	bin, certFile, keyFile, pwFile string
+	ca                             *testpki.CA
+}
+
+func newDaemonFiles(t *testing.T, dir, caName string) daemonFiles {
+	t.Helper()
+	f := daemonFiles{bin: filepath.Join(dir, "waphone"), pwFile: filepath.Join(dir, "sip-password")}
+	build := exec.Command("go", "build", "-tags", "nolibopusfile", "-o", f.bin, "./cmd/waphone")
+	build.Dir = moduleRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building waphone: %v\n%s", err, out)
+	}
+	var err error
+	if f.ca, err = testpki.NewCA(caName); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := f.ca.Issue(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.certFile, f.keyFile, err = testpki.WriteFiles(dir, certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// runDaemon starts `waphone run -config cfgFile`, waits until addr takes
+// TCP connections, and stops it (SIGINT, then SIGKILL) when the test ends,
+// printing its log if the test failed. done closes if the daemon exits.
+func runDaemon(t *testing.T, ctx context.Context, bin, cfgFile, addr string) (log *syncBuffer, done <-chan struct{}) {
+	t.Helper()
+	daemonLog := &syncBuffer{}
+	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
+	daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	daemonDone := make(chan struct{})
+	go func() { _ = daemon.Wait(); close(daemonDone) }()
+	t.Cleanup(func() {
+		_ = daemon.Process.Signal(os.Interrupt)
+		select {
+		case <-daemonDone:
+		case <-time.After(5 * time.Second):
+			_ = daemon.Process.Kill()
+			<-daemonDone
+		}
+		if t.Failed() {
+			t.Logf("waphone log:\n%s", daemonLog.String())
+		}
+	})
+	waitTCP(t, addr)
+	return daemonLog, daemonDone
 }

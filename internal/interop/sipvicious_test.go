@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/waphone/waphone/internal/metasim"
-	"github.com/waphone/waphone/internal/testpki"
 )
 
 // TestInteropSipvicious attacks the real waphone daemon with SIPVicious OSS
@@ -67,28 +66,8 @@ func TestInteropSipvicious(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "waphone")
-	build := exec.Command("go", "build", "-tags", "nolibopusfile", "-o", bin, "./cmd/waphone")
-	build.Dir = moduleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building waphone: %v\n%s", err, out)
-	}
-	ca, err := testpki.NewCA("sipvicious CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := ca.Issue(host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := testpki.WriteFiles(dir, certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pwFile := filepath.Join(dir, "sip-password")
-	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	df := newDaemonFiles(t, dir, "sipvicious CA")
+	bin, ca, certFile, keyFile, pwFile := df.bin, df.ca, df.certFile, df.keyFile, df.pwFile
 	sipPort := freePort(t)
 	sipAddr := fmt.Sprintf("127.0.0.1:%d", sipPort)
 	cfg := fmt.Sprintf(`[sip]
@@ -119,27 +98,7 @@ level = "debug"
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	daemonLog := &syncBuffer{}
-	daemon := exec.CommandContext(ctx, bin, "run", "-config", cfgFile)
-	daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	daemonDone := make(chan struct{})
-	go func() { _ = daemon.Wait(); close(daemonDone) }()
-	defer func() {
-		_ = daemon.Process.Signal(os.Interrupt)
-		select {
-		case <-daemonDone:
-		case <-time.After(5 * time.Second):
-			_ = daemon.Process.Kill()
-			<-daemonDone
-		}
-		if t.Failed() {
-			t.Logf("waphone log:\n%s", daemonLog.String())
-		}
-	}()
-	waitTCP(t, sipAddr)
+	daemonLog, daemonDone := runDaemon(t, ctx, bin, cfgFile, sipAddr)
 
 	attacker := svBridge(t, sipPort, attackerIP)
 	control := svBridge(t, sipPort, controlIP)
