@@ -1,6 +1,7 @@
 // Package board is the phone's physical front: the desk button and the LED
 // on GPIO (the kernel's character device, via go-gpiocdev) and the keys of
-// a USB headset (evdev). It turns presses into Events and shows a Pattern.
+// a USB headset (evdev, and hidraw for the Telephony page's Hook Switch the
+// kernel does not map). It turns presses into Events and shows a Pattern.
 // Every piece is optional: a missing chip or headset leaves the rest working.
 package board
 
@@ -28,7 +29,7 @@ const (
 // Event is one key event.
 type Event struct {
 	Kind   Kind
-	Source string // "gpio" or "evdev"
+	Source string // "gpio", "evdev" or "hidraw"
 	At     time.Time
 }
 
@@ -68,7 +69,16 @@ type Board struct {
 	pattern Pattern
 	led     OutputLine
 	closers []func() error
+
+	hid     *hidDevice    // the attached headset hidraw node, if any
+	headset headsetState  // what SetHeadsetState last said
+	hsKick  chan struct{} // wakes driveHeadset
+	lastKey map[Kind]Event
 }
+
+// dedupWindow: one press of a headset key that reaches us both through
+// evdev and hidraw (Phone Mute is KEY_MICMUTE too) counts once.
+const dedupWindow = 250 * time.Millisecond
 
 // Open starts what is configured. Faults (a missing chip, a busy line) are
 // logged and returned joined, but the Board works with what is left.
@@ -77,7 +87,7 @@ func Open(cfg Config) (*Board, error) {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Board{log: cfg.Logger, events: make(chan Event, 16), cancel: cancel}
+	b := &Board{log: cfg.Logger, events: make(chan Event, 16), cancel: cancel, hsKick: make(chan struct{}, 1)}
 	var errs []error
 	if cfg.Chip != "" {
 		if err := b.openGPIO(cfg); err != nil {
@@ -90,6 +100,15 @@ func Open(cfg Config) (*Board, error) {
 		go func() {
 			defer b.wg.Done()
 			watchKeys(ctx, "/sys/class/input", "/dev/input", cfg.HeadsetKeys, b.emit, b.log)
+		}()
+		b.wg.Add(2)
+		go func() {
+			defer b.wg.Done()
+			b.watchHID(ctx, "/sys/class/hidraw", "/dev", cfg.HeadsetKeys, openHidraw)
+		}()
+		go func() {
+			defer b.wg.Done()
+			b.driveHeadset(ctx)
 		}()
 	}
 	b.wg.Add(1)
@@ -111,6 +130,22 @@ func (b *Board) SetLED(p Pattern) {
 }
 
 func (b *Board) emit(ev Event) {
+	if ev.Kind == Hook || ev.Kind == Mute {
+		b.mu.Lock()
+		last, seen := b.lastKey[ev.Kind]
+		dup := seen && last.Source != ev.Source && ev.At.Sub(last.At) < dedupWindow
+		if !dup {
+			if b.lastKey == nil {
+				b.lastKey = map[Kind]Event{}
+			}
+			b.lastKey[ev.Kind] = ev
+		}
+		b.mu.Unlock()
+		if dup {
+			b.log.Debug("key event seen twice (evdev and hidraw): counted once", "kind", ev.Kind, "source", ev.Source)
+			return
+		}
+	}
 	select {
 	case b.events <- ev:
 	default:

@@ -26,8 +26,8 @@ const (
 	keyHangupPhone = 0x1be
 )
 
-// The kernel ignores a headset's HID "Hook Switch" usage (it would need
-// /dev/hidraw); the keys above are what arrives on evdev.
+// The kernel ignores a headset's HID "Hook Switch" usage: hidraw.go reads
+// it from /dev/hidraw. The keys above are what arrives on evdev.
 var keyKinds = map[uint16]Kind{
 	keyPlayPause: Hook, keyPhone: Hook, keyPickupPhone: Hook, keyHangupPhone: Hook,
 	keyMicMute: Mute, keyVolumeUp: VolumeUp, keyVolumeDown: VolumeDown,
@@ -73,20 +73,26 @@ func findKeys(sysDir, devDir, want string) (dev, name string) {
 			continue
 		}
 		n := strings.TrimSpace(string(b))
-		ln := strings.ToLower(n)
-		match := false
-		if want == "auto" {
-			for _, h := range headsetNames {
-				match = match || strings.Contains(ln, h)
-			}
-		} else {
-			match = strings.Contains(ln, strings.ToLower(want))
-		}
-		if match {
+		if nameMatches(n, want) {
 			return filepath.Join(devDir, filepath.Base(e)), n
 		}
 	}
 	return "", ""
+}
+
+// nameMatches is the headset_keys rule, for evdev and hidraw alike:
+// "auto" looks for headsetNames, anything else is a name substring.
+func nameMatches(name, want string) bool {
+	ln := strings.ToLower(name)
+	if want == "auto" {
+		for _, h := range headsetNames {
+			if strings.Contains(ln, h) {
+				return true
+			}
+		}
+		return false
+	}
+	return strings.Contains(ln, strings.ToLower(want))
 }
 
 // watchKeys attaches to the headset's keys, and again after every replug.

@@ -40,6 +40,9 @@ type daemon struct {
 	ringer  *audio.Headset
 	board   *board.Board
 	history *history.Store
+
+	hsMu    sync.Mutex
+	hsState [3]bool // off-hook, ringing, muted: what the HID headset was last told
 }
 
 func stateDir(cfg config.Config) string {
@@ -85,6 +88,35 @@ func (d *daemon) showOnLED(ev phone.Event) {
 	default:
 		d.board.SetLED(board.Off)
 	}
+	d.showOnHeadset(ev)
+}
+
+// showOnHeadset tells a HID headset the phone's state (Off-Hook in a call,
+// Ring while ringing, Mute while muted): many headsets lose track of their
+// hook state unless the host echoes it.
+func (d *daemon) showOnHeadset(ev phone.Event) {
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	muted := d.hsState[2]
+	switch {
+	case ev.State != phone.Talking:
+		muted = false
+	case ev.What == "muted":
+		muted = true
+	case ev.What == "unmuted":
+		muted = false
+	}
+	offHook := ev.State == phone.Talking || ev.State == phone.Dialing || ev.State == phone.Ringback
+	d.hsState = [3]bool{offHook, ev.State == phone.Ringing, muted}
+	d.board.SetHeadsetState(offHook, ev.State == phone.Ringing, muted)
+}
+
+// resyncHeadset says the phone's state to the headset again: after its
+// call button was ignored (pressed while idle), it must not stay off-hook.
+func (d *daemon) resyncHeadset() {
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	d.board.SetHeadsetState(d.hsState[0], d.hsState[1], d.hsState[2])
 }
 
 // openBoard starts the button, LED and headset keys, and feeds their
@@ -130,6 +162,9 @@ func (d *daemon) openBoard(ctx context.Context) {
 				}
 				if err != nil {
 					d.log.Info("key ignored", "key", ev.Kind, "source", ev.Source, "why", err)
+					if ev.Kind == board.Hook {
+						d.resyncHeadset()
+					}
 				}
 			}
 		}

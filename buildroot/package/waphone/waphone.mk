@@ -27,6 +27,8 @@ define WAPHONE_INSTALL_INIT_SYSTEMD
 		$(TARGET_DIR)/usr/lib/tmpfiles.d/waphone.conf
 	$(INSTALL) -D -m 0644 $(@D)/systemd/60-waphone-gpio.rules \
 		$(TARGET_DIR)/usr/lib/udev/rules.d/60-waphone-gpio.rules
+	$(INSTALL) -D -m 0644 $(@D)/systemd/60-waphone-headset.rules \
+		$(TARGET_DIR)/usr/lib/udev/rules.d/60-waphone-headset.rules
 endef
 
 define WAPHONE_USERS
