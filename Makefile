@@ -56,6 +56,7 @@ bench:
 
 fuzz:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzAnswer -fuzztime 60s ./media/
+	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzParseReportDescriptor -fuzztime 60s ./board/
 
 # Static cross builds for the Pi (see docs/build.md): bin/<arch>/waphone.
 arm64 armv7 armv6:
