@@ -65,6 +65,7 @@ type Session struct {
 
 	sent, recv, authFail, concealed, fec, unknownPT atomic.Uint64
 	dups, late, dtmf, rtcpRecv, malformed           atomic.Uint64
+	lastRTCP                                        atomic.Uint64 // DTLS mode: the last report taken, see readRTCP
 
 	seqMu sync.Mutex
 	seq   seqTracker

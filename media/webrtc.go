@@ -35,6 +35,7 @@ const (
 type rtcPeer struct {
 	pc        *webrtc.PeerConnection
 	track     *rawTrack
+	ssrc      uint32 // our stream's SSRC on the wire (pion's sender picks it)
 	connected chan struct{}
 	connOnce  sync.Once
 	failed    chan error
@@ -128,6 +129,9 @@ func (s *Session) newRTCPeer(opusPT uint8, opusFmtp string, dtmfPT int) error {
 		return fmt.Errorf("media: audio track: %w", err)
 	}
 	p := &rtcPeer{pc: pc, track: track, connected: make(chan struct{}), failed: make(chan error, 1)}
+	if enc := sender.GetParameters().Encodings; len(enc) > 0 {
+		p.ssrc = uint32(enc[0].SSRC)
+	}
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.log.Debug("ice/dtls state", "state", st.String())
 		switch st {
@@ -503,6 +507,12 @@ func (s *Session) startRTC(ctx context.Context, src Source, sink Sink) error {
 	if err != nil {
 		return err
 	}
+	// Our reports must name the SSRC the packets carry (rawTrack stamps
+	// pion's), or the peer's reception blocks never match us: no RTT, no
+	// remote loss for the encoder.
+	if s.rtc.ssrc != 0 {
+		tx.ssrc = s.rtc.ssrc
+	}
 	dec, err := opus.NewDecoder(SampleRate, 1)
 	if err != nil {
 		return fmt.Errorf("media: opus decoder: %w", err)
@@ -525,7 +535,29 @@ func (s *Session) readRTCP(read func() ([]rtcp.Packet, interceptor.Attributes, e
 		if err != nil {
 			return
 		}
+		// pion hands a sender report that carries a block about our stream
+		// to both readers (the peer's SSRC and ours): take it once.
+		if k := rtcpKey(pkts); k != 0 && s.lastRTCP.Swap(k) == k {
+			continue
+		}
 		s.rtcpRecv.Add(1)
 		s.q.onRTCPPackets(pkts, s.ourSSRC.Load(), time.Now())
 	}
+}
+
+// rtcpKey identifies a compound RTCP packet well enough to spot the same
+// one twice: a sender report's NTP time, or a receiver report's first block.
+func rtcpKey(pkts []rtcp.Packet) uint64 {
+	for _, p := range pkts {
+		switch r := p.(type) {
+		case *rtcp.SenderReport:
+			return r.NTPTime
+		case *rtcp.ReceiverReport:
+			if len(r.Reports) > 0 {
+				b := r.Reports[0]
+				return uint64(b.LastSenderReport)<<32 | uint64(b.LastSequenceNumber) | 1
+			}
+		}
+	}
+	return 0
 }
