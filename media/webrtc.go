@@ -407,6 +407,7 @@ type rawTrack struct {
 	mu   sync.Mutex
 	w    webrtc.TrackLocalWriter
 	ssrc uint32
+	hdr  rtp.Header // reused by write
 }
 
 func (t *rawTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
@@ -433,6 +434,9 @@ func (t *rawTrack) RID() string               { return "" }
 func (t *rawTrack) StreamID() string          { return "waphone" }
 func (t *rawTrack) Kind() webrtc.RTPCodecType { return webrtc.RTPCodecTypeAudio }
 
+// write sends one RTP packet (the send goroutine only). It parses the
+// header into a reused rtp.Header and calls WriteRTP: pion's Write(b)
+// allocates a packet per call.
 func (t *rawTrack) write(pkt []byte) error {
 	t.mu.Lock()
 	w, ssrc := t.w, t.ssrc
@@ -441,7 +445,11 @@ func (t *rawTrack) write(pkt []byte) error {
 		return errNotConnected
 	}
 	binary.BigEndian.PutUint32(pkt[8:12], ssrc) // the SSRC announced in our SDP
-	_, err := w.Write(pkt)
+	n, err := t.hdr.Unmarshal(pkt)
+	if err != nil {
+		return fmt.Errorf("media: our own RTP header: %w", err)
+	}
+	_, err = w.WriteRTP(&t.hdr, pkt[n:])
 	return err
 }
 
