@@ -3,6 +3,7 @@ package sip
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkInviteTo200 is one whole authenticated user-initiated call over
@@ -23,6 +24,11 @@ func BenchmarkInviteTo200(b *testing.B) {
 		m.expect(200)
 	}
 	b.StopTimer()
+	// The last dialog ends just after its 200 to the BYE went out.
+	deadline := time.Now().Add(2 * time.Second)
+	for env.ep.ActiveDialogs() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if n := env.ep.ActiveDialogs(); n != 0 {
 		b.Fatalf("%d dialogs leaked", n)
 	}
