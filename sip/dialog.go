@@ -65,8 +65,8 @@ func (d *dialog) end(by, reason string) bool {
 		return false
 	}
 	d.endedBy, d.reason = by, reason
+	d.e.removeDialog(d) // before Done: whoever waits on it sees the dialog gone
 	close(d.done)
-	d.e.removeDialog(d)
 	return true
 }
 
