@@ -95,6 +95,23 @@ func nameMatches(name, want string) bool {
 	return strings.Contains(ln, strings.ToLower(want))
 }
 
+// readUntilDone runs read, which blocks reading f, and closes f when ctx
+// ends so that the read returns. f is closed on return either way.
+func readUntilDone(ctx context.Context, f io.Closer, read func() error) error {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = f.Close() // unblocks the read
+		case <-done:
+		}
+	}()
+	err := read()
+	close(done)
+	_ = f.Close()
+	return err
+}
+
 // watchKeys attaches to the headset's keys, and again after every replug.
 func watchKeys(ctx context.Context, sysDir, devDir, want string, emit func(Event), log *slog.Logger) {
 	t := time.NewTicker(2 * time.Second)
@@ -105,17 +122,7 @@ func watchKeys(ctx context.Context, sysDir, devDir, want string, emit func(Event
 				log.Warn("headset keys found but not readable (is waphone in the input group?)", "device", dev, "err", err)
 			} else {
 				log.Info("headset keys attached", "device", dev, "name", name)
-				done := make(chan struct{})
-				go func() {
-					select {
-					case <-ctx.Done():
-						_ = f.Close() // unblocks the read
-					case <-done:
-					}
-				}()
-				err := parseKeys(f, emit)
-				close(done)
-				_ = f.Close()
+				err := readUntilDone(ctx, f, func() error { return parseKeys(f, emit) })
 				if ctx.Err() != nil {
 					return
 				}

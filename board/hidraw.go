@@ -249,22 +249,15 @@ func (b *Board) runHID(ctx context.Context, d *hidDevice, f io.Closer) {
 	b.hid = d
 	b.mu.Unlock()
 	b.kickHeadset() // tell the newly plugged headset where the phone is
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			_ = f.Close() // unblocks the read
-		case <-done:
+	err := readUntilDone(ctx, f, func() error {
+		err := d.readReports(d.rw, b.emit, b.log)
+		b.mu.Lock()
+		if b.hid == d { // detached before the node is closed: no LED write to a closed file
+			b.hid = nil
 		}
-	}()
-	err := d.readReports(d.rw, b.emit, b.log)
-	close(done)
-	b.mu.Lock()
-	if b.hid == d {
-		b.hid = nil
-	}
-	b.mu.Unlock()
-	_ = f.Close()
+		b.mu.Unlock()
+		return err
+	})
 	if ctx.Err() == nil {
 		b.log.Warn("headset call button gone; will re-attach when it is back", "device", d.path, "err", err)
 	}
