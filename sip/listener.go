@@ -124,7 +124,9 @@ type guardListener struct {
 func newGuardListener(l net.Listener, allow []netip.Prefix, maxConns int, log *slog.Logger) *guardListener {
 	return &guardListener{
 		Listener: l, allow: allow, sem: make(chan struct{}, maxConns),
-		idle: 10 * time.Minute, first: 10 * time.Second, log: log,
+		// idle outlasts a long call: Meta's connection may carry nothing for
+		// the whole call, and closing it would send our BYE the long way.
+		idle: 2 * time.Hour, first: 10 * time.Second, log: log,
 		maxPerIP: max(maxConns/4, 1), perIP: make(map[netip.Addr]int),
 	}
 }
