@@ -305,3 +305,28 @@ func (b *Board) driveHeadset(ctx context.Context) {
 		}
 	}
 }
+
+// ProbeHeadsetButton is for `waphone doctor`: which hidraw node carries the
+// headset's call button (want is board.headset_keys), and whether waphone
+// may read and write it. found is false when no headset with a HID
+// telephony interface is plugged in.
+func ProbeHeadsetButton(want string) (found bool, desc string, err error) {
+	return probeHeadsetButton("/sys/class/hidraw", "/dev", want)
+}
+
+func probeHeadsetButton(sysDir, devDir, want string) (found bool, desc string, err error) {
+	dev, name, _, problems := findHidraw(sysDir, devDir, want)
+	if dev == "" {
+		if len(problems) > 0 {
+			return false, "", fmt.Errorf("headset HID descriptor unusable: %s", strings.Join(problems, "; "))
+		}
+		return false, "", nil
+	}
+	desc = dev + " (" + name + ")"
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return true, desc, fmt.Errorf("%s: %w", dev, err)
+	}
+	_ = f.Close()
+	return true, desc, nil
+}

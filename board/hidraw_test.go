@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -177,6 +178,33 @@ func TestFindHidraw(t *testing.T) {
 	}
 	if hidName([]byte("HID_ID=1\nHID_NAME= Jabra Link 380 \n")) != "Jabra Link 380" || hidName([]byte("X=1")) != "" {
 		t.Fatal("hidName")
+	}
+}
+
+// TestProbeHeadsetButton: what doctor says about the headset's call
+// button: none, a broken descriptor, a node waphone may not open, a usable one.
+func TestProbeHeadsetButton(t *testing.T) {
+	bw := loadHex(t, "hid-plantronics-blackwire-3220-telephony.hex")
+	sys := fakeHidrawSys(t, map[string]node{
+		"hidraw2": {"Plantronics Plantronics Blackwire 3220 Series", bw},
+		"hidraw3": {"GN Audio A/S Jabra Evolve2 30", bw[:40]},
+	})
+	dev := t.TempDir()
+	if found, _, err := probeHeadsetButton(sys, dev, "Sennheiser"); found || err != nil {
+		t.Fatalf("nothing plugged in: %v %v", found, err)
+	}
+	if found, _, err := probeHeadsetButton(sys, dev, "jabra"); found || err == nil {
+		t.Fatalf("broken descriptor: %v %v", found, err)
+	}
+	// The node is not there (as when udev gave it to root only, we cannot open it).
+	if found, desc, err := probeHeadsetButton(sys, dev, "blackwire"); !found || err == nil || !strings.Contains(desc, "hidraw2") {
+		t.Fatalf("unopenable node: %v %q %v", found, desc, err)
+	}
+	if err := os.WriteFile(filepath.Join(dev, "hidraw2"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if found, desc, err := probeHeadsetButton(sys, dev, "auto"); !found || err != nil || !strings.Contains(desc, "Blackwire") {
+		t.Fatalf("usable node: %v %q %v", found, desc, err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/board"
 	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/graph"
 )
@@ -87,6 +88,19 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	default:
 		r.ok("audio.capture %q is not a headset: nothing to find", cfg.Audio.Capture)
+	}
+
+	if want := cfg.Board.HeadsetKeys; want != "off" {
+		switch found, desc, err := board.ProbeHeadsetButton(want); {
+		case err != nil && found:
+			r.warn("headset call button %s not usable: %v (the udev rule 60-waphone-headset.rules covers Jabra, Poly, EPOS, Yealink, C-Media; add your headset's vendor id)", desc, err)
+		case err != nil:
+			r.warn("%v", err)
+		case found:
+			r.ok("headset call button: %s", desc)
+		default:
+			r.ok("no headset with a HID call button plugged in (board.headset_keys = %q)", want)
+		}
 	}
 
 	if chip := cfg.Board.Chip; chip != "" {

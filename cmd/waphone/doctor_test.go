@@ -103,6 +103,7 @@ token_file = "`+tok+`"
 var (
 	dateRE  = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
 	clockRE = regexp.MustCompile(`(?m)^(ok|warn|FAIL) +(the clock|cannot read the clock).*$`)
+	hidRE   = regexp.MustCompile(`(?m)^(ok|warn|FAIL) +(headset call button|no headset with a HID call button|headset HID descriptor).*$`)
 )
 
 func maskDoctor(s, dir string, addr *net.TCPAddr) string {
@@ -110,5 +111,6 @@ func maskDoctor(s, dir string, addr *net.TCPAddr) string {
 	s = strings.ReplaceAll(s, addr.String(), "127.0.0.1:$PORT")
 	s = strings.ReplaceAll(s, "port "+strconv.Itoa(addr.Port), "port $PORT")
 	s = dateRE.ReplaceAllString(s, "$$DATE")
+	s = hidRE.ReplaceAllString(s, "----  $$HEADSET_BUTTON (depends on what is plugged in)")
 	return clockRE.ReplaceAllString(s, "----  $$CLOCK (depends on this machine)")
 }
