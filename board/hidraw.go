@@ -273,6 +273,10 @@ func (b *Board) SetHeadsetState(offHook, ringing, muted bool) {
 	b.kickHeadset()
 }
 
+// ResendHeadsetState writes the last state again: after the headset's own
+// call button was ignored (pressed while idle), it must not stay off-hook.
+func (b *Board) ResendHeadsetState() { b.kickHeadset() }
+
 func (b *Board) kickHeadset() {
 	select {
 	case b.hsKick <- struct{}{}:

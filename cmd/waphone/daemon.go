@@ -42,7 +42,7 @@ type daemon struct {
 	history *history.Store
 
 	hsMu    sync.Mutex
-	hsState [3]bool // off-hook, ringing, muted: what the HID headset was last told
+	hsMuted bool // the HID headset's Mute LED: kept across events that do not say
 }
 
 func stateDir(cfg config.Config) string {
@@ -97,26 +97,16 @@ func (d *daemon) showOnLED(ev phone.Event) {
 func (d *daemon) showOnHeadset(ev phone.Event) {
 	d.hsMu.Lock()
 	defer d.hsMu.Unlock()
-	muted := d.hsState[2]
 	switch {
 	case ev.State != phone.Talking:
-		muted = false
+		d.hsMuted = false
 	case ev.What == "muted":
-		muted = true
+		d.hsMuted = true
 	case ev.What == "unmuted":
-		muted = false
+		d.hsMuted = false
 	}
 	offHook := ev.State == phone.Talking || ev.State == phone.Dialing || ev.State == phone.Ringback
-	d.hsState = [3]bool{offHook, ev.State == phone.Ringing, muted}
-	d.board.SetHeadsetState(offHook, ev.State == phone.Ringing, muted)
-}
-
-// resyncHeadset says the phone's state to the headset again: after its
-// call button was ignored (pressed while idle), it must not stay off-hook.
-func (d *daemon) resyncHeadset() {
-	d.hsMu.Lock()
-	defer d.hsMu.Unlock()
-	d.board.SetHeadsetState(d.hsState[0], d.hsState[1], d.hsState[2])
+	d.board.SetHeadsetState(offHook, ev.State == phone.Ringing, d.hsMuted)
 }
 
 // openBoard starts the button, LED and headset keys, and feeds their
@@ -163,7 +153,7 @@ func (d *daemon) openBoard(ctx context.Context) {
 				if err != nil {
 					d.log.Info("key ignored", "key", ev.Kind, "source", ev.Source, "why", err)
 					if ev.Kind == board.Hook {
-						d.resyncHeadset()
+						d.board.ResendHeadsetState() // it must not stay off-hook
 					}
 				}
 			}
