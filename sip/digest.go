@@ -138,15 +138,19 @@ func newFailThrottle(limit int, window time.Duration) *failThrottle {
 func (t *failThrottle) blocked(ip string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	f := t.current(ip, t.now())
+	return f != nil && f.n >= t.limit
+}
+
+// current is ip's count inside the window, nil when there is none (an
+// expired one is dropped). t.mu is held.
+func (t *failThrottle) current(ip string, now time.Time) *failCount {
 	f, ok := t.fails[ip]
-	if !ok {
-		return false
-	}
-	if t.now().Sub(f.first) > t.window {
+	if ok && now.Sub(f.first) > t.window {
 		delete(t.fails, ip)
-		return false
+		return nil
 	}
-	return f.n >= t.limit
+	return f
 }
 
 // attempt books one authentication attempt from ip as a failure before
@@ -158,12 +162,7 @@ func (t *failThrottle) attempt(ip string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	f, ok := t.fails[ip]
-	if ok && now.Sub(f.first) > t.window {
-		delete(t.fails, ip)
-		ok = false
-	}
-	if ok {
+	if f := t.current(ip, now); f != nil {
 		if f.n >= t.limit {
 			return false
 		}
