@@ -54,6 +54,10 @@ type rigOpts struct {
 	noEarly      bool              // no 183 with SDP while ringing
 	capture      phone.AudioSource // instead of a 440 Hz tone
 	quiet        bool              // no logs even with -v (soak runs)
+	clock        phone.Clock       // the phone's timers (nil: real time)
+	autoDelay    time.Duration     // phone.auto_answer_delay
+	answerDelay  time.Duration     // metasim's ringing before it answers our calls
+	onEvent      func(phone.Event) // besides the rig's own record
 }
 
 func logger() *slog.Logger { return rigLogger(false) }
@@ -81,7 +85,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	}
 	sim, err := metasim.Start(ctx, metasim.Config{
 		BusinessNumber: business, BusinessHost: host, Password: password, BusinessRoots: ca.Pool(),
-		ToneHz: 1000, RejectBusinessCalls: o.rejectStatus, Logger: rigLogger(o.quiet).With("side", "metasim"),
+		ToneHz: 1000, RejectBusinessCalls: o.rejectStatus, AnswerDelay: o.answerDelay, Logger: rigLogger(o.quiet).With("side", "metasim"),
 		KeyExchange: map[bool]string{true: "dtls", false: "sdes"}[o.dtls],
 	})
 	if err != nil {
@@ -89,7 +93,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	}
 	r := &rig{sim: sim}
 	r.phone = phone.New(phone.Config{
-		Answer: o.answer, RingTimeout: o.ringTimeout, NoEarlyMedia: o.noEarly,
+		Answer: o.answer, RingTimeout: o.ringTimeout, NoEarlyMedia: o.noEarly, Clock: o.clock, AutoAnswerDelay: o.autoDelay,
 		Media: media.Config{KeyExchange: map[bool]string{true: "dtls", false: "sdes"}[o.dtls], BindIP: net.IPv4(127, 0, 0, 1), PortMin: 21000, PortMax: 21999},
 		Capture: func() (phone.AudioSource, error) {
 			if o.headset != nil {
@@ -120,6 +124,9 @@ func newRig(t testing.TB, o rigOpts) *rig {
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
+			if o.onEvent != nil {
+				o.onEvent(ev)
+			}
 		},
 		Logger: rigLogger(o.quiet).With("side", "waphone"),
 	})
@@ -342,7 +349,7 @@ func TestWrongPasswordNeverRings(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ev := range r.events {
-		if ev.What == "ringing" {
+		if ev.Kind == phone.EvRinging {
 			t.Fatal("phone rang for an unauthenticated call")
 		}
 	}
@@ -406,7 +413,7 @@ func TestButtonPressesAndMute(t *testing.T) {
 		for time.Now().Before(deadline) && r.phone.Status().State != phone.Ringing {
 			time.Sleep(10 * time.Millisecond)
 		}
-		_ = r.phone.Press(phone.InShortPress)
+		_, _ = r.phone.Press(phone.InShortPress)
 	}()
 	c, err := r.sim.Call(ctx, r.target, metasim.CallOptions{From: user})
 	if err != nil || c.Status() != 200 {
@@ -416,7 +423,7 @@ func TestButtonPressesAndMute(t *testing.T) {
 	time.Sleep(800 * time.Millisecond)
 	before := len(c.Recorded())
 	// The mute key silences the microphone but media keeps flowing.
-	if err := r.phone.Press(phone.InMuteKey); err != nil {
+	if _, err := r.phone.Press(phone.InMuteKey); err != nil {
 		t.Fatal(err)
 	}
 	if !r.phone.Status().Muted {
@@ -434,14 +441,14 @@ func TestButtonPressesAndMute(t *testing.T) {
 		t.Fatalf("muted audio still loud: RMS %.0f", rms)
 	}
 	// A short press while talking hangs up.
-	if err := r.phone.Press(phone.InShortPress); err != nil {
+	if _, err := r.phone.Press(phone.InShortPress); err != nil {
 		t.Fatal(err)
 	}
 	if last := r.lastEnd(t); last.EndedBy != sip.EndLocalBye {
 		t.Fatalf("ended by %q", last.EndedBy)
 	}
-	if err := r.phone.Press(phone.InMuteKey); err != nil {
-		t.Fatalf("mute key while idle must be a no-op, got %v", err)
+	if a, err := r.phone.Press(phone.InMuteKey); err != nil || a != phone.DoNothing {
+		t.Fatalf("mute key while idle must be ignored, got %s %v", a, err)
 	}
 }
 
@@ -572,7 +579,7 @@ func answerAndTimeFirstAudio(t testing.TB, r *rig, early bool) (*metasim.Call, t
 	go func() {
 		r.waitState(t, phone.Ringing)
 		time.Sleep(700 * time.Millisecond) // the shop owner reaches for the button
-		_ = r.phone.Press(phone.InShortPress)
+		_, _ = r.phone.Press(phone.InShortPress)
 	}()
 	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
 	if err != nil || c.Status() != 200 {
@@ -640,7 +647,7 @@ func TestSendDTMFDuringCall(t *testing.T) {
 	found := false
 	r.mu.Lock()
 	for _, ev := range r.events {
-		found = found || (ev.What == "dtmf-sent" && ev.Detail == "123#")
+		found = found || (ev.Kind == phone.EvDTMFSent && ev.Detail == "123#")
 	}
 	r.mu.Unlock()
 	if !found {

@@ -40,9 +40,6 @@ type daemon struct {
 	ringer  *audio.Headset
 	board   *board.Board
 	history *history.Store
-
-	hsMu    sync.Mutex
-	hsMuted bool // the HID headset's Mute LED: kept across events that do not say
 }
 
 func stateDir(cfg config.Config) string {
@@ -75,89 +72,22 @@ func (d *daemon) record(sum phone.CallSummary) {
 	}
 }
 
-// showOnLED mirrors the phone's state on the LED.
-func (d *daemon) showOnLED(ev phone.Event) {
-	if d.board == nil {
-		return
-	}
-	switch ev.State {
-	case phone.Ringing:
-		d.board.SetLED(board.Blink)
-	case phone.Talking, phone.Dialing, phone.Ringback:
-		d.board.SetLED(board.On)
-	default:
-		d.board.SetLED(board.Off)
-	}
-	d.showOnHeadset(ev)
-}
-
-// showOnHeadset tells a HID headset the phone's state (Off-Hook in a call,
-// Ring while ringing, Mute while muted): many headsets lose track of their
-// hook state unless the host echoes it.
-func (d *daemon) showOnHeadset(ev phone.Event) {
-	d.hsMu.Lock()
-	defer d.hsMu.Unlock()
-	switch {
-	case ev.State != phone.Talking:
-		d.hsMuted = false
-	case ev.What == "muted":
-		d.hsMuted = true
-	case ev.What == "unmuted":
-		d.hsMuted = false
-	}
-	offHook := ev.State == phone.Talking || ev.State == phone.Dialing || ev.State == phone.Ringback
-	d.board.SetHeadsetState(offHook, ev.State == phone.Ringing, d.hsMuted)
-}
-
-// openBoard starts the button, LED and headset keys, and feeds their
-// events to the phone until ctx ends. Faults leave the phone working.
+// openBoard starts the button, LED and headset keys and joins them to the
+// phone (phone.Desk) until ctx ends. Faults leave the phone working.
 func (d *daemon) openBoard(ctx context.Context) {
 	b, err := board.Open(board.Config{
 		Chip: d.cfg.Board.Chip, ButtonLine: d.cfg.Board.ButtonLine, LedLine: d.cfg.Board.LedLine,
 		HeadsetKeys: d.cfg.Board.HeadsetKeys, Logger: d.log.With("component", "board"),
 	})
 	d.board = b
-	if err != nil {
-		b.SetLED(board.FastBlink) // something is misconfigured: say so on the desk
+	desk := &phone.Desk{Phone: d.phone, Front: b, Fault: err != nil, Logger: d.log.With("component", "desk")}
+	if d.headset != nil {
+		desk.Speaker = d.headset
 	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		volume := 1.0
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-b.Events():
-				if !ok {
-					return
-				}
-				var err error
-				switch ev.Kind {
-				case board.ShortPress, board.Hook:
-					err = d.phone.Press(phone.InShortPress)
-				case board.LongPress:
-					err = d.phone.Press(phone.InLongPress)
-				case board.Mute:
-					err = d.phone.Press(phone.InMuteKey)
-				case board.VolumeUp, board.VolumeDown:
-					if ev.Kind == board.VolumeUp {
-						volume = min(2, volume+0.125)
-					} else {
-						volume = max(0, volume-0.125)
-					}
-					if d.headset != nil {
-						d.headset.SetVolume(volume)
-					}
-				}
-				if err != nil {
-					d.log.Info("key ignored", "key", ev.Kind, "source", ev.Source, "why", err)
-					if ev.Kind == board.Hook {
-						d.board.ResendHeadsetState() // it must not stay off-hook
-					}
-				}
-			}
-		}
+		desk.Run(ctx)
 	}()
 }
 
@@ -294,7 +224,6 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		RingTimeout: cfg.Phone.RingTimeout.Duration, SpeedDial: cfg.Phone.SpeedDial, Media: mc,
 		NoEarlyMedia: !cfg.Phone.EarlyMedia,
 		Capture:      capture, Playback: playback, Ringer: ringer, Logger: log,
-		OnEvent:   d.showOnLED,
 		OnCallEnd: d.record,
 		DeviceStatus: func() any {
 			if d.headset == nil {

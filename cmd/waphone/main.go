@@ -235,14 +235,8 @@ type guardStatus struct {
 
 func printStatus(w io.Writer, raw json.RawMessage) error {
 	var st struct {
-		Guard *guardStatus    `json:"guard"`
-		State string          `json:"state"`
-		Call  *sip.CallInfo   `json:"call"`
-		Since time.Time       `json:"since"`
-		Media json.RawMessage `json:"media"`
-		Audio json.RawMessage `json:"audio"`
-		Muted bool            `json:"muted"`
-		Last  json.RawMessage `json:"last_call"`
+		phone.Status
+		Guard *guardStatus `json:"guard"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("status reply: %w", err)
@@ -260,20 +254,28 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 	if st.Muted {
 		fmt.Fprintln(w, "microphone: muted")
 	}
-	if len(st.Audio) > 0 && string(st.Audio) != "null" {
-		fmt.Fprintf(w, "audio device: %s\n", st.Audio)
+	if st.Audio != nil {
+		printJSON(w, "audio device", st.Audio)
 	}
-	if len(st.Media) > 0 && string(st.Media) != "null" {
-		fmt.Fprintf(w, "media: %s\n", st.Media)
+	if st.Media != nil {
+		printJSON(w, "media", st.Media)
 	}
-	if len(st.Last) > 0 && string(st.Last) != "null" {
-		fmt.Fprintf(w, "last call: %s\n", st.Last)
+	if st.LastCall != nil {
+		printJSON(w, "last call", st.LastCall)
 	}
 	if g := st.Guard; g != nil && (g.NotAllowed+g.OverLimit > 0 || g.Throttled > 0) {
 		fmt.Fprintf(w, "refused: %d connections outside sip.allow, %d over the connection limits, %d INVITEs after failed digest answers\n",
 			g.NotAllowed, g.OverLimit, g.Throttled)
 	}
 	return nil
+}
+
+// printJSON prints one part of the status as a JSON line (decoded and
+// encoded again, so it can only say what phone.Status holds).
+func printJSON(w io.Writer, name string, v any) {
+	if b, err := json.Marshal(v); err == nil {
+		fmt.Fprintf(w, "%s: %s\n", name, b)
+	}
 }
 
 func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -317,7 +319,7 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "answered: talking to %s (Ctrl-C hangs up)\n", number)
 	done := ctx.Done()
-	for d.phone.Status().State != "idle" {
+	for d.phone.Status().State != phone.Idle {
 		select {
 		case <-done:
 			_ = d.phone.Hangup()
