@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,13 +29,48 @@ type Client struct {
 	Backoff time.Duration
 }
 
+// DefaultPort is the SIP port Meta uses when a server entry names none
+// (the guide: "Default port is 5061"; GET omits it then).
+const DefaultPort = 5061
+
+// Port is a server entry's port. The guide types it as a string; Graph has
+// been seen to answer a number too, so both decode, and it is sent as the
+// guide says.
+type Port int
+
+// MarshalJSON sends the port as a JSON string.
+func (p Port) MarshalJSON() ([]byte, error) { return json.Marshal(strconv.Itoa(int(p))) }
+
+// UnmarshalJSON takes "5061" or 5061.
+func (p *Port) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*p = 0
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("graph: SIP server port %s: not a port number", b)
+	}
+	*p = Port(n)
+	return nil
+}
+
 // Server is one SIP server entry of the settings.
 type Server struct {
 	Hostname             string            `json:"hostname"`
-	Port                 int               `json:"port,omitempty"`
+	Port                 Port              `json:"port,omitempty"`
 	RequestURIUserParams map[string]string `json:"request_uri_user_params,omitempty"`
 	AppID                json.Number       `json:"app_id,omitempty"`
 	SIPUserPassword      string            `json:"sip_user_password,omitempty"`
+}
+
+// EffectivePort is the port Meta dials for this entry.
+func (s Server) EffectivePort() int {
+	if s.Port == 0 {
+		return DefaultPort
+	}
+	return int(s.Port)
 }
 
 // SIP is calling.sip.
@@ -51,6 +87,18 @@ type Calling struct {
 	CallbackPermission      string `json:"callback_permission_status,omitempty"`
 	SRTPKeyExchangeProtocol string `json:"srtp_key_exchange_protocol,omitempty"`
 	SIP                     *SIP   `json:"sip,omitempty"`
+}
+
+// DefaultKeyExchange is Meta's SRTP key exchange when none was ever set
+// (the guide: the field is then not returned, and DTLS is the default).
+const DefaultKeyExchange = "DTLS"
+
+// KeyExchange is the SRTP key exchange Meta uses for the number.
+func (c Calling) KeyExchange() string {
+	if c.SRTPKeyExchangeProtocol == "" {
+		return DefaultKeyExchange
+	}
+	return c.SRTPKeyExchangeProtocol
 }
 
 // Settings is the body of GET/POST /<PHONE_NUMBER_ID>/settings.
@@ -228,7 +276,7 @@ func Desired(hostname string, port int, keyExchange string, userParams map[strin
 		Status:                  "ENABLED",
 		SRTPKeyExchangeProtocol: strings.ToUpper(keyExchange),
 		SIP: &SIP{Status: "ENABLED", WebhookDelivery: wh, Servers: []Server{{
-			Hostname: hostname, Port: port, RequestURIUserParams: userParams,
+			Hostname: hostname, Port: Port(port), RequestURIUserParams: userParams,
 		}}},
 	}}
 }

@@ -86,7 +86,7 @@ func TestSetupShapesAndPassword(t *testing.T) {
 	sip := calling["sip"].(map[string]any)
 	srv := sip["servers"].([]any)[0].(map[string]any)
 	if calling["status"] != "ENABLED" || calling["srtp_key_exchange_protocol"] != "SDES" || sip["status"] != "ENABLED" ||
-		sip["webhook_delivery"] != "ENABLED" || srv["hostname"] != "sip.example.com" || srv["port"] != float64(5061) ||
+		sip["webhook_delivery"] != "ENABLED" || srv["hostname"] != "sip.example.com" || srv["port"] != "5061" ||
 		srv["request_uri_user_params"].(map[string]any)["tgrp"] != "wacall" {
 		t.Fatalf("body not shaped like the guide: %s", f.bodies[0])
 	}
@@ -151,4 +151,33 @@ func errorsAs(err error, target **Error) bool {
 		*target = e
 	}
 	return ok
+}
+
+// TestPortDecodesBothShapes: the guide types servers[].port as a string;
+// a reply with a number must decode too, and so must a missing port.
+func TestPortDecodesBothShapes(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		port Port
+		eff  int
+	}{
+		{`{"calling":{"sip":{"servers":[{"hostname":"a","port":"5062"}]}}}`, 5062, 5062},
+		{`{"calling":{"sip":{"servers":[{"hostname":"a","port":5063}]}}}`, 5063, 5063},
+		{`{"calling":{"sip":{"servers":[{"hostname":"a"}]}}}`, 0, DefaultPort},
+	} {
+		var s Settings
+		if err := json.Unmarshal([]byte(tc.body), &s); err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		srv := s.Calling.SIP.Servers[0]
+		if srv.Port != tc.port || srv.EffectivePort() != tc.eff {
+			t.Fatalf("%s: port %d (effective %d)", tc.body, srv.Port, srv.EffectivePort())
+		}
+	}
+	for _, bad := range []string{`"50a"`, `70000`, `-1`, `true`} {
+		var p Port
+		if err := json.Unmarshal([]byte(bad), &p); err == nil {
+			t.Fatalf("port %s accepted", bad)
+		}
+	}
 }

@@ -176,10 +176,7 @@ func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
 	found, metaPort := false, 0
 	var elsewhere []string
 	for _, srv := range s.Calling.SIP.Servers {
-		port := srv.Port
-		if port == 0 {
-			port = 5061 // Graph's default when none is set
-		}
+		port := srv.EffectivePort()
 		if strings.EqualFold(srv.Hostname, cfg.SIP.Hostname) {
 			found, metaPort = true, port
 		}

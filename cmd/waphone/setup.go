@@ -104,17 +104,13 @@ func printSettingsDiff(w io.Writer, have *graph.Settings, want graph.Settings) e
 		hs = &graph.SIP{}
 	}
 	line("calling.status", have.Calling.Status, want.Calling.Status)
-	line("srtp_key_exchange_protocol", have.Calling.SRTPKeyExchangeProtocol, want.Calling.SRTPKeyExchangeProtocol)
+	line("srtp_key_exchange_protocol", have.Calling.KeyExchange(), want.Calling.KeyExchange())
 	line("sip.status", hs.Status, ws.Status)
 	var hosts []string
 	for _, s := range hs.Servers {
-		port := s.Port
-		if port == 0 {
-			port = 5061 // Meta's default, and what GET omits
-		}
-		hosts = append(hosts, s.Hostname+":"+strconv.Itoa(port))
+		hosts = append(hosts, net.JoinHostPort(s.Hostname, strconv.Itoa(s.EffectivePort())))
 	}
-	line("sip.servers", strings.Join(hosts, ","), fmt.Sprintf("%s:%d", ws.Servers[0].Hostname, ws.Servers[0].Port))
+	line("sip.servers", strings.Join(hosts, ","), net.JoinHostPort(ws.Servers[0].Hostname, strconv.Itoa(ws.Servers[0].EffectivePort())))
 	if len(hs.Servers) > 1 {
 		fmt.Fprintln(w, "warn: several SIP servers: other apps configured them; Meta ends the call on a BYE from any of them")
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/waphone/waphone/graph"
 )
 
 func TestSetupAgainstFakeGraph(t *testing.T) {
@@ -70,7 +72,7 @@ token_file = "` + tok + `"
 	}
 	var body map[string]any
 	_ = json.Unmarshal([]byte(posted[0]), &body)
-	if body["calling"].(map[string]any)["sip"].(map[string]any)["servers"].([]any)[0].(map[string]any)["port"] != float64(5061) {
+	if body["calling"].(map[string]any)["sip"].(map[string]any)["servers"].([]any)[0].(map[string]any)["port"] != "5061" { // a string, as the guide types it
 		t.Fatalf("posted %s", posted[0])
 	}
 	pwFile := filepath.Join(dir, "sip-password")
@@ -97,5 +99,24 @@ token_file = "` + tok + `"
 	out.Reset()
 	if code := run([]string{"setup", "-config", cfgPath, "--show"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "ok   sip.status") || !strings.Contains(out.String(), "ok   sip.servers") {
 		t.Fatalf("show: %d\n%s", code, out.String())
+	}
+}
+
+// TestShowWithoutKeyExchange: Meta omits srtp_key_exchange_protocol when it
+// was never set (the guide: default DTLS); a DTLS config is then no DIFF,
+// an SDES one is.
+func TestShowWithoutKeyExchange(t *testing.T) {
+	var have graph.Settings
+	if err := json.Unmarshal([]byte(`{"calling":{"status":"ENABLED","sip":{"status":"ENABLED","servers":[{"hostname":"sip.example.com","port":"5061"}]}}}`), &have); err != nil {
+		t.Fatal(err)
+	}
+	for kx, mark := range map[string]string{"dtls": "ok  ", "sdes": "DIFF"} {
+		var out bytes.Buffer
+		if err := printSettingsDiff(&out, &have, graph.Desired("sip.example.com", 5061, kx, nil, false)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), mark+" srtp_key_exchange_protocol") || !strings.Contains(out.String(), "ok   sip.servers") {
+			t.Fatalf("%s config:\n%s", kx, out.String())
+		}
 	}
 }
