@@ -407,3 +407,32 @@ func requireCancelled(t *testing.T, r *rig) {
 		t.Fatal("metasim saw no CANCEL")
 	}
 }
+
+// TestCallBackByBSUID: a user who reached the business by BSUID only is
+// called back by it: the Request-URI and To carry the BSUID, no "+".
+func TestCallBackByBSUID(t *testing.T) {
+	const bsuid = "US.13491208655302741918"
+	r := newRig(t, rigOpts{})
+	if err := r.phone.Call(context.Background(), bsuid); err != nil {
+		t.Fatal(err)
+	}
+	var c *metasim.Call
+	select {
+	case c = <-r.sim.Incoming():
+	case <-time.After(5 * time.Second):
+		t.Fatal("metasim saw no call")
+	}
+	inv := c.Request()
+	if got := inv.Recipient.String(); got != "sip:"+bsuid+"@wa.meta.vc;transport=tls" {
+		t.Fatalf("Request-URI %s", got)
+	}
+	if to := inv.To().Address.User; to != bsuid {
+		t.Fatalf("To user %q", to)
+	}
+	r.waitState(t, phone.Talking)
+	if st := r.phone.Status(); st.Call == nil || st.Call.Remote != bsuid {
+		t.Fatalf("status call %+v", st.Call)
+	}
+	_ = r.phone.Hangup()
+	r.waitState(t, phone.Idle)
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	ssip "github.com/emiago/sipgo/sip"
@@ -45,13 +44,14 @@ type Progress func(status int, reason string)
 // that keeps challenging is refusing our password.
 const maxAuthRounds = 2
 
-// Dial places a call to a WhatsApp user: INVITE sip:+NUMBER@gateway;transport=tls,
+// Dial places a call to a WhatsApp user: INVITE sip:+NUMBER@gateway;transport=tls
+// (or sip:BSUID@gateway for a user known only by a business-scoped ID),
 // answering Meta's 407 with Proxy-Authorization. It returns when the call
 // is answered, fails, or ctx ends (then the INVITE is CANCELled).
 func (e *Endpoint) Dial(ctx context.Context, number string, sdp []byte, progress Progress) (*OutboundCall, error) {
-	number = "+" + strings.TrimPrefix(strings.TrimSpace(number), "+")
-	if len(number) < 6 {
-		return nil, fmt.Errorf("dial %q: not a phone number", number)
+	number, err := NormalizeTarget(number)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
 	}
 	gw := ssip.Uri{Scheme: "sip", User: number, Host: e.gwHost, UriParams: ssip.HeaderParams{{K: "transport", V: "tls"}}}
 	if e.gwPort != 5061 {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -285,11 +284,15 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	if fs.NArg() != 1 || !strings.HasPrefix(fs.Arg(0), "+") {
-		fmt.Fprintln(stderr, "usage: waphone call [-config FILE] +NUMBER")
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: waphone call [-config FILE] +NUMBER|BSUID")
 		return errUsage
 	}
-	number := fs.Arg(0)
+	number, err := sip.NormalizeTarget(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "waphone call: %v\n", err)
+		return errUsage
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return configError{err}
