@@ -113,3 +113,45 @@ func TestKilledWriterLosesNothingAcknowledged(t *testing.T) {
 		t.Fatal("the store does not take records after the kill")
 	}
 }
+
+// TestOngoingCallRecoveredAsInterrupted: a call noted as up and never
+// finished (the process died) becomes an "interrupted" record at the next
+// start, ending when it was last touched; a finished call leaves nothing.
+func TestOngoingCallRecoveredAsInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := Open(dir)
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	if err := s.Begin(Record{Direction: "inbound", Remote: "+12195550714", WACID: "wacid.X", Start: t0, Answered: t0.Add(5 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(t0.Add(95 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(s.ongoingPath()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ongoing file %v %v", fi, err)
+	}
+	after, _ := Open(dir) // the next start
+	rec, err := after.Recover()
+	if err != nil || rec == nil {
+		t.Fatalf("recover: %v %v", rec, err)
+	}
+	all, _, _ := after.Read(time.Time{})
+	if len(all) != 1 || all[0].EndedBy != EndedInterrupted || all[0].WACID != "wacid.X" ||
+		!all[0].End.Equal(t0.Add(95*time.Second)) || all[0].Duration != 90*time.Second {
+		t.Fatalf("records %+v", all)
+	}
+	if again, err := after.Recover(); again != nil || err != nil {
+		t.Fatalf("recovered twice: %v %v", again, err)
+	}
+	// A call that ends normally leaves no call in progress behind.
+	_ = after.Begin(Record{Direction: "outbound", WACID: "wacid.Y"})
+	if err := after.Finish(Record{Direction: "outbound", WACID: "wacid.Y", EndedBy: "local-bye"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := after.Recover(); rec != nil {
+		t.Fatalf("a finished call recovered: %+v", rec)
+	}
+	if err := after.Touch(time.Now()); err != nil {
+		t.Fatalf("touch with no call: %v", err)
+	}
+}

@@ -383,6 +383,9 @@ func (p *Phone) talk(c *call, in input) error {
 	c.info = c.sc.Info()
 	p.mu.Unlock()
 	p.emit(EvAnswered, "")
+	if p.cfg.OnCallUp != nil {
+		p.cfg.OnCallUp(c.summary(time.Time{}))
+	}
 	close(c.started)
 	return nil
 }
@@ -442,14 +445,8 @@ func (p *Phone) finish(c *call) {
 	if c.sc != nil {
 		c.info = c.sc.Info() // Meta's BYE adds the call duration
 	}
-	sum := &CallSummary{Direction: c.dir, Info: c.info, Start: c.start, Answered: c.answered, End: end,
-		EndedBy: c.endedBy, Reason: c.endReason}
-	if !c.answered.IsZero() {
-		sum.Duration = end.Sub(c.answered).Round(time.Millisecond)
-		st := c.sess.Stats()
-		sum.Media = &st
-	}
-	p.last = sum
+	sum := c.summary(end)
+	p.last = &sum
 	p.cur = nil
 	p.mu.Unlock()
 	if c.startErr == nil && c.answered.IsZero() && c.dir == "outbound" {
@@ -461,9 +458,9 @@ func (p *Phone) finish(c *call) {
 		close(c.started)
 	}
 	close(c.done)
-	p.logEnd(sum)
+	p.logEnd(&sum)
 	if p.cfg.OnCallEnd != nil {
-		p.cfg.OnCallEnd(*sum)
+		p.cfg.OnCallEnd(sum)
 	}
 	p.emit(EvEnded, c.endedBy)
 }
@@ -490,4 +487,17 @@ func (p *Phone) drainWorkers(c *call) {
 			}
 		}
 	}
+}
+
+// summary is what is known of the call; end is zero while it is up. The
+// caller holds Phone.mu or is the loop.
+func (c *call) summary(end time.Time) CallSummary {
+	sum := CallSummary{Direction: c.dir, Info: c.info, Start: c.start, Answered: c.answered, End: end,
+		EndedBy: c.endedBy, Reason: c.endReason}
+	if !c.answered.IsZero() && !end.IsZero() {
+		sum.Duration = end.Sub(c.answered).Round(time.Millisecond)
+		st := c.sess.Stats()
+		sum.Media = &st
+	}
+	return sum
 }

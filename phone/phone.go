@@ -63,6 +63,9 @@ type Config struct {
 	OnEvent func(Event)
 	// DeviceStatus, if set, adds the sound device's state to Status (plugged, xruns).
 	DeviceStatus func() any
+	// OnCallUp, if set, gets the summary so far of a call that just began
+	// talking (so that a call cut off by a power failure leaves a trace).
+	OnCallUp func(CallSummary)
 	// OnCallEnd, if set, gets every call's summary once it ended (call history).
 	OnCallEnd func(CallSummary)
 	// Clock makes the ring-timeout, auto-answer and busy-tone timers; nil = real time.

@@ -54,6 +54,22 @@ func (d *daemon) record(sum phone.CallSummary) {
 	if d.history == nil {
 		return
 	}
+	if err := d.history.Finish(historyRecord(sum)); err != nil {
+		d.log.Error("call history not written", "err", err)
+	}
+}
+
+// callUp notes the call in progress, so that a power cut leaves a trace.
+func (d *daemon) callUp(sum phone.CallSummary) {
+	if d.history == nil {
+		return
+	}
+	if err := d.history.Begin(historyRecord(sum)); err != nil {
+		d.log.Error("call in progress not noted in the history", "err", err)
+	}
+}
+
+func historyRecord(sum phone.CallSummary) history.Record {
 	in := sum.Info
 	rec := history.Record{
 		Direction: sum.Direction, Remote: in.Remote, Username: in.Username, WACID: in.WACID,
@@ -67,9 +83,7 @@ func (d *daemon) record(sum phone.CallSummary) {
 	if sum.Media != nil {
 		rec.Quality = sum.Media
 	}
-	if err := d.history.Append(rec); err != nil {
-		d.log.Error("call history not written", "err", err)
-	}
+	return rec
 }
 
 // openBoard starts the button, LED and headset keys and joins them to the
@@ -225,6 +239,7 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		NoEarlyMedia: !cfg.Phone.EarlyMedia,
 		Capture:      capture, Playback: playback, Ringer: ringer, Logger: log,
 		OnCallEnd: d.record,
+		OnCallUp:  d.callUp,
 		DeviceStatus: func() any {
 			if d.headset == nil {
 				return nil
@@ -391,4 +406,33 @@ func quietSipgo() {
 		level = slog.LevelDebug
 	}
 	ssip.SetDefaultLogger(slog.New(logging.NewHandler(os.Stderr, level)))
+}
+
+// touchEvery is how often a call in progress is marked as still up: after
+// a power cut its end is known to within this.
+const touchEvery = 30 * time.Second
+
+// keepHistory records a call the last run left in progress as interrupted
+// and, until ctx ends, keeps the mark of the current call fresh.
+func keepHistory(ctx context.Context, h *history.Store, log *slog.Logger) {
+	if rec, err := h.Recover(); err != nil {
+		log.Error("reading the call left in progress", "err", err)
+	} else if rec != nil {
+		log.Warn("the last run stopped during a call; it is in the history as interrupted",
+			"remote", rec.Remote, "wacid", rec.WACID, "start", rec.Start, "last_seen", rec.End)
+	}
+	go func() {
+		t := time.NewTicker(touchEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if err := h.Touch(now); err != nil {
+					log.Warn("marking the call in progress", "err", err)
+				}
+			}
+		}
+	}()
 }

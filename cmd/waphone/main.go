@@ -157,6 +157,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	defer d.close()
 	if d.history, err = history.Open(stateDir(cfg)); err != nil {
 		log.Error("call history unavailable; calls will not be logged to disk", "err", err)
+	} else {
+		keepHistory(ctx, d.history, log)
 	}
 	ctl, err := control.Listen(cfg.Phone.ControlSocket, statusWithGuard{d.phone, d.ep}, log)
 	if err != nil {
