@@ -1,11 +1,14 @@
 package config
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/waphone/waphone/audio"
 )
 
 const minimal = `
@@ -22,7 +25,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 	if c.SIP.Number != "+12145551869" || c.SIP.BusinessDigits() != "12145551869" {
 		t.Fatalf("number %q", c.SIP.Number)
 	}
-	if c.SIP.Listen != "0.0.0.0:5061" || c.SIP.Gateway != "wa.meta.vc" || c.Media.KeyExchange != "dtls" ||
+	if c.SIP.Listen != "0.0.0.0:5061" || c.SIP.Gateway != "wa.meta.vc" || c.Media.KeyExchange != "dtls" || // the literals: a contract with users
 		c.Phone.RingTimeout.Duration != time.Minute || c.Phone.Answer != "auto" {
 		t.Fatalf("defaults %+v", c)
 	}
@@ -87,6 +90,13 @@ func TestExampleLoads(t *testing.T) {
 	}
 	if c.SIP.Hostname != "sip.example.com" || c.Phone.ControlSocket == "" {
 		t.Fatalf("%+v", c)
+	}
+	// "defaults are shown": the example's text must not drift from Default().
+	d := Default()
+	if c.SIP.Listen != d.SIP.Listen || c.SIP.Gateway != d.SIP.Gateway || c.Media != d.Media || c.Audio != d.Audio ||
+		c.Phone != d.Phone || c.Board != d.Board || c.TLS != d.TLS || c.State != d.State || c.Log != d.Log ||
+		c.Graph.BaseURL != d.Graph.BaseURL || c.Graph.Version != d.Graph.Version {
+		t.Fatalf("the example's defaults differ from Default():\n%+v\n%+v", c, d)
 	}
 }
 
@@ -180,5 +190,27 @@ func TestEarlyMediaDefaultsOn(t *testing.T) {
 	c, err = Parse("t.toml", []byte(base+"[phone]\nearly_media = false\n"))
 	if err != nil || c.Phone.EarlyMedia {
 		t.Fatalf("early_media = false: %v %v", c.Phone.EarlyMedia, err)
+	}
+}
+
+func TestTypedValues(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[media]\nbind_address = \"127.0.0.1\"\n[audio]\ncapture = \"tone:440@0.5\"\nplayback = \"device:Jabra\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip, err := c.Media.BindIP(); err != nil || !ip.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("bind ip %v %v", ip, err)
+	}
+	if ip, err := c.Media.PublicIP(); err != nil || ip != nil {
+		t.Errorf("unset public ip %v %v", ip, err)
+	}
+	if sp, err := c.Audio.CaptureSpec(); err != nil || sp != (audio.Spec{Kind: audio.KindTone, Hz: 440, Amplitude: 0.5}) {
+		t.Errorf("capture %+v %v", sp, err)
+	}
+	if sp, err := c.Audio.PlaybackSpec(); err != nil || sp != (audio.Spec{Kind: audio.KindDevice, Device: "Jabra"}) {
+		t.Errorf("playback %+v %v", sp, err)
+	}
+	if _, ok, err := c.Audio.RingerSpec(); ok || err != nil {
+		t.Errorf("unset ringer: %v %v", ok, err)
 	}
 }
