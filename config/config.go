@@ -21,6 +21,7 @@ import (
 
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/graph"
+	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
 )
 
@@ -136,10 +137,6 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// DefaultRingTimeout is how long an unanswered call rings before it is
-// declined (phone.ring_timeout).
-const DefaultRingTimeout = 60 * time.Second
-
 // Key exchanges media.key_exchange accepts.
 const (
 	KeyExchangeDTLS = "dtls" // Meta's default
@@ -152,7 +149,7 @@ func Default() Config {
 		SIP:   SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
 		Media: Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
 		Audio: Audio{Capture: "null", Playback: "null"},
-		Phone: Phone{Answer: "auto", RingTimeout: Duration{DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
+		Phone: Phone{Answer: "auto", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
 		Board: Board{HeadsetKeys: "auto"},
 		Graph: Graph{BaseURL: graph.DefaultBaseURL, Version: "v23.0"},
 		State: State{Dir: "/var/lib/waphone"},
