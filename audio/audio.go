@@ -1,14 +1,13 @@
 // Package audio is the phone's ear and mouth: sources that give 20 ms
 // frames of 48 kHz mono PCM and sinks that take them. This file has the
 // device-free ones (tone, WAV, null, in-memory recorder); the headset via
-// malgo plugs in behind the same two interfaces.
+// malgo (headset.go) plugs in behind the same two interfaces, and spec.go
+// parses and opens the audio.* config grammar. The tone cadences (ring,
+// ringback, busy) are in tones.go.
 package audio
 
 import (
-	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -99,47 +98,3 @@ func (r *Recorder) Samples() []int16 {
 
 // Close does nothing; the samples stay readable.
 func (r *Recorder) Close() error { return nil }
-
-// OpenSource opens an audio.capture spec: "tone:HZ", "tone:HZ@AMPLITUDE",
-// "wav:FILE" or "null" ("" is null).
-func OpenSource(spec string) (Source, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	switch kind {
-	case "", "null":
-		return Null{}, nil
-	case "tone":
-		hzs, amps, hasAmp := strings.Cut(arg, "@")
-		hz, err := strconv.ParseFloat(hzs, 64)
-		if err != nil || hz <= 0 || hz >= SampleRate/2 {
-			return nil, fmt.Errorf("audio.capture %q: tone frequency must be between 0 and 24000 Hz", spec)
-		}
-		amp := 0.3
-		if hasAmp {
-			if amp, err = strconv.ParseFloat(amps, 64); err != nil || amp <= 0 || amp > 1 {
-				return nil, fmt.Errorf("audio.capture %q: tone amplitude must be in (0, 1]", spec)
-			}
-		}
-		return NewTone(hz, amp), nil
-	case "wav":
-		if arg == "" {
-			return nil, fmt.Errorf("audio.capture %q: wav needs a file name", spec)
-		}
-		return OpenWAVSource(arg)
-	}
-	return nil, fmt.Errorf("audio.capture %q: unknown source (want tone:HZ, wav:FILE or null)", spec)
-}
-
-// OpenSink opens an audio.playback spec: "wav:FILE" or "null" ("" is null).
-func OpenSink(spec string) (Sink, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	switch kind {
-	case "", "null":
-		return Null{}, nil
-	case "wav":
-		if arg == "" {
-			return nil, fmt.Errorf("audio.playback %q: wav needs a file name", spec)
-		}
-		return CreateWAVSink(arg)
-	}
-	return nil, fmt.Errorf("audio.playback %q: unknown sink (want wav:FILE or null)", spec)
-}

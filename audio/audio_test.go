@@ -44,7 +44,11 @@ func TestWAVRoundTripAndLoop(t *testing.T) {
 	if err := sink.Close(); err != nil {
 		t.Fatal(err)
 	}
-	src, err := OpenSource("wav:" + path)
+	sp, err := ParseSpec("wav:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := sp.OpenSource()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,18 +115,90 @@ func TestWAVStereoDownmixAndRateError(t *testing.T) {
 }
 
 func TestSpecs(t *testing.T) {
-	for _, ok := range []string{"", "null", "tone:440", "tone:1000@0.1"} {
-		if _, err := OpenSource(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
+	for in, want := range map[string]Spec{
+		"":                 {Kind: KindNull},
+		"null":             {Kind: KindNull},
+		"tone:440":         {Kind: KindTone, Hz: 440, Amplitude: DefaultToneAmplitude},
+		"tone:1000@0.1":    {Kind: KindTone, Hz: 1000, Amplitude: 0.1},
+		"wav:/tmp/a.wav":   {Kind: KindWAV, Path: "/tmp/a.wav"},
+		"default":          {Kind: KindDevice, Device: "default"},
+		"device:USB Audio": {Kind: KindDevice, Device: "USB Audio"},
+	} {
+		got, err := ParseSpec(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSpec(%q) = %+v, %v; want %+v", in, got, err, want)
+			continue
+		}
+		if in != "" {
+			if back, _ := ParseSpec(got.String()); back != got {
+				t.Errorf("%q: String() %q does not parse back", in, got.String())
+			}
+		}
+		if got.Kind != KindDevice {
+			if src, err := got.OpenSource(); got.Kind != KindWAV && err != nil {
+				t.Errorf("%q: OpenSource: %v", in, err)
+			} else if err == nil {
+				_ = src.Close()
+			}
 		}
 	}
-	for _, bad := range []string{"tone:", "tone:abc", "tone:440@2", "wav:", "alsa:hw0", "mic"} {
-		if _, err := OpenSource(bad); err == nil || !strings.Contains(err.Error(), "audio.capture") {
+	for _, bad := range []string{"tone:", "tone:abc", "tone:440@2", "tone:30000", "wav:", "device:", "alsa:hw0", "mic", "null:x", "default:x"} {
+		if _, err := ParseSpec(bad); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
-	if _, err := OpenSink("speaker"); err == nil || !strings.Contains(err.Error(), "unknown sink") {
-		t.Errorf("bad sink: %v", err)
+	if _, err := ParseSinkSpec("tone:440"); err == nil || !strings.Contains(err.Error(), "source only") {
+		t.Errorf("tone as a sink: %v", err)
+	}
+	if _, err := (Spec{Kind: KindDevice, Device: "default"}).OpenSink(); err == nil {
+		t.Error("a device opened per call")
+	}
+}
+
+func TestHeadsetFor(t *testing.T) {
+	dev := Spec{Kind: KindDevice, Device: "Jabra"}
+	if _, ok := HeadsetFor(Spec{Kind: KindTone, Hz: 440}, Spec{Kind: KindWAV, Path: "x"}); ok {
+		t.Error("no device named, yet a headset")
+	}
+	if hc, ok := HeadsetFor(Spec{Kind: KindTone, Hz: 440}, dev); !ok || hc.Capture != "default" || hc.Playback != "Jabra" {
+		t.Errorf("playback device: %+v %v", hc, ok)
+	}
+	if hc, ok := HeadsetFor(dev, Spec{}); !ok || hc.Capture != "Jabra" || hc.Playback != "default" {
+		t.Errorf("capture device: %+v %v", hc, ok)
+	}
+}
+
+func TestEndsWithoutDevice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.wav")
+	if _, err := OpenEnds(Spec{Kind: KindWAV, Path: filepath.Join(t.TempDir(), "missing.wav")}, Spec{}, nil); err == nil {
+		t.Fatal("a missing capture file waited for the first call")
+	}
+	e, err := OpenEnds(Spec{Kind: KindTone, Hz: 440, Amplitude: 0.5}, Spec{Kind: KindWAV, Path: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.Headset != nil {
+		t.Fatal("a headset without a device spec")
+	}
+	src, err := e.Source()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := e.Sink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := make([]int16, FrameSamples)
+	_ = src.ReadFrame(f)
+	if err := sink.WriteFrame(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() < int64(2*FrameSamples) {
+		t.Fatalf("recording: %v %v", fi, err)
 	}
 }
 

@@ -49,7 +49,6 @@ type Headset struct {
 	dev     *malgo.Device
 	name    string
 	plugged atomic.Bool
-	muted   atomic.Bool
 	gain    atomic.Uint32 // playback gain in 1/1024 units
 	frames  atomic.Uint64
 	unplugs atomic.Uint64
@@ -161,11 +160,7 @@ func (h *Headset) start() error {
 func (h *Headset) callback(out, in []byte, frames uint32) {
 	h.frames.Add(1)
 	if n := len(in) / 2; n > 0 {
-		pcm := unsafe.Slice((*int16)(unsafe.Pointer(&in[0])), n)
-		if h.muted.Load() {
-			clear(pcm)
-		}
-		h.capt.Write(pcm)
+		h.capt.Write(unsafe.Slice((*int16)(unsafe.Pointer(&in[0])), n))
 	}
 	if n := len(out) / 2; n > 0 {
 		pcm := unsafe.Slice((*int16)(unsafe.Pointer(&out[0])), n)
@@ -215,9 +210,6 @@ func (h *Headset) watch() {
 
 // Plugged says whether the device is running.
 func (h *Headset) Plugged() bool { return h.plugged.Load() }
-
-// SetMute silences the microphone.
-func (h *Headset) SetMute(m bool) { h.muted.Store(m) }
 
 // SetVolume sets playback gain, 0..2 (1 = unchanged).
 func (h *Headset) SetVolume(v float64) {

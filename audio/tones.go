@@ -19,7 +19,8 @@ var (
 	BusyCadence     = []Segment{{425, 0, 500 * time.Millisecond}, {0, 0, 500 * time.Millisecond}}
 )
 
-// Cadence is a looping tone pattern as a Source; no allocation per frame.
+// Cadence is a looping tone pattern read frame by frame (the phone plays
+// it into a sink); no allocation per frame.
 type Cadence struct {
 	segs   []Segment
 	amp    float64
@@ -59,6 +60,3 @@ func (c *Cadence) ReadFrame(pcm []int16) error {
 	}
 	return nil
 }
-
-// Close does nothing.
-func (c *Cadence) Close() error { return nil }

@@ -1,6 +1,8 @@
 // Package config reads waphone's TOML file. Decoding is strict: an
 // unknown key or a bad value is an error naming the key and its line,
 // because a typo on a desk phone should fail at start, not at the first call.
+// A value with a grammar owned by a room (audio specs, the allow-list) is
+// checked by that room's parser, called from here, so the grammar has one home.
 package config
 
 import (
@@ -8,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,11 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/graph"
+	"github.com/waphone/waphone/phone"
+	"github.com/waphone/waphone/sip"
 )
 
 // Config is the whole file. The TOML key names are a contract with outside
@@ -131,15 +137,21 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
+// Key exchanges media.key_exchange accepts.
+const (
+	KeyExchangeDTLS = "dtls" // Meta's default
+	KeyExchangeSDES = "sdes"
+)
+
 // Default is what an empty file means.
 func Default() Config {
 	return Config{
-		SIP:   SIP{Listen: "0.0.0.0:5061", Gateway: "wa.meta.vc"},
-		Media: Media{KeyExchange: "dtls", RTPPorts: "10000-10100"},
+		SIP:   SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
+		Media: Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
 		Audio: Audio{Capture: "null", Playback: "null"},
-		Phone: Phone{Answer: "auto", RingTimeout: Duration{60 * time.Second}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
+		Phone: Phone{Answer: "auto", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
 		Board: Board{HeadsetKeys: "auto"},
-		Graph: Graph{BaseURL: "https://graph.facebook.com", Version: "v23.0"},
+		Graph: Graph{BaseURL: graph.DefaultBaseURL, Version: "v23.0"},
 		State: State{Dir: "/var/lib/waphone"},
 		TLS:   TLS{Challenge: "tls-alpn-01"},
 		Log:   Log{Level: "info"},
@@ -256,32 +268,32 @@ func (c *Config) validate(name string, raw []byte) error {
 		}
 	}
 	for _, a := range s.Allow {
-		if _, err := netip.ParsePrefix(a); err != nil {
-			if _, err := netip.ParseAddr(a); err != nil {
-				bad("sip", "allow", "%q: want an IP or CIDR like 31.13.24.0/21", a)
-			}
+		if _, err := sip.ParseAllow([]string{a}); err != nil {
+			bad("sip", "allow", "%q: want an IP or CIDR like 31.13.24.0/21", a)
 		}
 	}
 	switch c.Media.KeyExchange {
-	case "dtls", "sdes":
+	case KeyExchangeDTLS, KeyExchangeSDES:
 	default:
-		bad("media", "key_exchange", "%q: want \"dtls\" or \"sdes\"", c.Media.KeyExchange)
+		bad("media", "key_exchange", "%q: want %q or %q", c.Media.KeyExchange, KeyExchangeDTLS, KeyExchangeSDES)
 	}
 	if _, _, err := c.Media.PortRange(); err != nil {
 		bad("media", "rtp_ports", "%v", err)
 	}
-	for _, f := range []struct{ key, v string }{{"public_address", c.Media.PublicAddress}, {"bind_address", c.Media.BindAddress}} {
-		if f.v != "" && net.ParseIP(f.v) == nil {
-			bad("media", f.key, "%q: want an IP address", f.v)
-		}
+	if _, err := c.Media.BindIP(); err != nil {
+		bad("media", "bind_address", "%v", err)
 	}
-	for _, a := range []struct{ key, v string }{{"capture", c.Audio.Capture}, {"playback", c.Audio.Playback}, {"ringer", c.Audio.Ringer}} {
-		kind, _, _ := strings.Cut(a.v, ":")
-		switch kind {
-		case "", "null", "default", "device", "tone", "wav":
-		default:
-			bad("audio", a.key, "%q: want default, device:NAME, tone:HZ, wav:FILE or null", a.v)
-		}
+	if _, err := c.Media.PublicIP(); err != nil {
+		bad("media", "public_address", "%v", err)
+	}
+	if _, err := c.Audio.CaptureSpec(); err != nil {
+		bad("audio", "capture", "%v", err)
+	}
+	if _, err := c.Audio.PlaybackSpec(); err != nil {
+		bad("audio", "playback", "%v", err)
+	}
+	if _, _, err := c.Audio.RingerSpec(); err != nil {
+		bad("audio", "ringer", "%v", err)
 	}
 	switch c.Phone.Answer {
 	case "auto", "button":
@@ -317,6 +329,39 @@ func (m Media) PortRange() (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("%q: want a range like \"10000-10100\" within 1024-65535", m.RTPPorts)
 	}
 	return lo, hi, nil
+}
+
+// BindIP parses bind_address; nil when empty (all addresses).
+func (m Media) BindIP() (net.IP, error) { return parseIP(m.BindAddress) }
+
+// PublicIP parses public_address; nil when empty (the device's own address).
+func (m Media) PublicIP() (net.IP, error) { return parseIP(m.PublicAddress) }
+
+func parseIP(s string) (net.IP, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, fmt.Errorf("%q: want an IP address", s)
+	}
+	return ip, nil
+}
+
+// CaptureSpec parses capture with audio's grammar.
+func (a Audio) CaptureSpec() (audio.Spec, error) { return audio.ParseSpec(a.Capture) }
+
+// PlaybackSpec parses playback with audio's grammar (no tone).
+func (a Audio) PlaybackSpec() (audio.Spec, error) { return audio.ParseSinkSpec(a.Playback) }
+
+// RingerSpec parses ringer; ok is false when it is empty (ring on the
+// playback end).
+func (a Audio) RingerSpec() (spec audio.Spec, ok bool, err error) {
+	if a.Ringer == "" {
+		return audio.Spec{}, false, nil
+	}
+	spec, err = audio.ParseSinkSpec(a.Ringer)
+	return spec, err == nil, err
 }
 
 // BusinessDigits is the number without '+', as Meta's digest username.

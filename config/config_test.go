@@ -1,11 +1,14 @@
 package config
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/waphone/waphone/audio"
 )
 
 const minimal = `
@@ -22,7 +25,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 	if c.SIP.Number != "+12145551869" || c.SIP.BusinessDigits() != "12145551869" {
 		t.Fatalf("number %q", c.SIP.Number)
 	}
-	if c.SIP.Listen != "0.0.0.0:5061" || c.SIP.Gateway != "wa.meta.vc" || c.Media.KeyExchange != "dtls" ||
+	if c.SIP.Listen != "0.0.0.0:5061" || c.SIP.Gateway != "wa.meta.vc" || c.Media.KeyExchange != "dtls" || // the literals: a contract with users
 		c.Phone.RingTimeout.Duration != time.Minute || c.Phone.Answer != "auto" {
 		t.Fatalf("defaults %+v", c)
 	}
@@ -51,6 +54,11 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad ports", minimal + "[media]\nrtp_ports = \"100-50\"\n", "media.rtp_ports"},
 		{"low ports", minimal + "[media]\nrtp_ports = \"80-90\"\n", "media.rtp_ports"},
 		{"bad public address", minimal + "[media]\npublic_address = \"home\"\n", "media.public_address"},
+		{"bad bind address", minimal + "[media]\nbind_address = \"10.0.0\"\n", `t.toml:6: media.bind_address "10.0.0": want an IP address`},
+		{"bad capture", minimal + "[audio]\ncapture = \"mic\"\n", `t.toml:6: audio.capture "mic": want default, device:NAME`},
+		{"bad tone", minimal + "[audio]\ncapture = \"tone:30000\"\n", `t.toml:6: audio.capture "tone:30000": tone frequency`},
+		{"tone playback", minimal + "[audio]\nplayback = \"tone:440\"\n", `t.toml:6: audio.playback "tone:440": a tone is a source only`},
+		{"empty device ringer", minimal + "[audio]\nringer = \"device:\"\n", `t.toml:6: audio.ringer "device:"`},
 		{"bad answer", minimal + "[phone]\nanswer = \"maybe\"\n", "phone.answer \"maybe\""},
 		{"negative delay", minimal + "[phone]\nauto_answer_delay = \"-1s\"\n", "phone.auto_answer_delay must not be negative"},
 		{"bad log level", minimal + "[log]\nlevel = \"loud\"\n", "log.level"},
@@ -82,6 +90,13 @@ func TestExampleLoads(t *testing.T) {
 	}
 	if c.SIP.Hostname != "sip.example.com" || c.Phone.ControlSocket == "" {
 		t.Fatalf("%+v", c)
+	}
+	// "defaults are shown": the example's text must not drift from Default().
+	d := Default()
+	if c.SIP.Listen != d.SIP.Listen || c.SIP.Gateway != d.SIP.Gateway || c.Media != d.Media || c.Audio != d.Audio ||
+		c.Phone != d.Phone || c.Board != d.Board || c.TLS != d.TLS || c.State != d.State || c.Log != d.Log ||
+		c.Graph.BaseURL != d.Graph.BaseURL || c.Graph.Version != d.Graph.Version {
+		t.Fatalf("the example's defaults differ from Default():\n%+v\n%+v", c, d)
 	}
 }
 
@@ -175,5 +190,27 @@ func TestEarlyMediaDefaultsOn(t *testing.T) {
 	c, err = Parse("t.toml", []byte(base+"[phone]\nearly_media = false\n"))
 	if err != nil || c.Phone.EarlyMedia {
 		t.Fatalf("early_media = false: %v %v", c.Phone.EarlyMedia, err)
+	}
+}
+
+func TestTypedValues(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[media]\nbind_address = \"127.0.0.1\"\n[audio]\ncapture = \"tone:440@0.5\"\nplayback = \"device:Jabra\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip, err := c.Media.BindIP(); err != nil || !ip.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("bind ip %v %v", ip, err)
+	}
+	if ip, err := c.Media.PublicIP(); err != nil || ip != nil {
+		t.Errorf("unset public ip %v %v", ip, err)
+	}
+	if sp, err := c.Audio.CaptureSpec(); err != nil || sp != (audio.Spec{Kind: audio.KindTone, Hz: 440, Amplitude: 0.5}) {
+		t.Errorf("capture %+v %v", sp, err)
+	}
+	if sp, err := c.Audio.PlaybackSpec(); err != nil || sp != (audio.Spec{Kind: audio.KindDevice, Device: "Jabra"}) {
+		t.Errorf("playback %+v %v", sp, err)
+	}
+	if _, ok, err := c.Audio.RingerSpec(); ok || err != nil {
+		t.Errorf("unset ringer: %v %v", ok, err)
 	}
 }

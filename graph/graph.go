@@ -17,9 +17,12 @@ import (
 	"time"
 )
 
+// DefaultBaseURL is Meta's Graph API.
+const DefaultBaseURL = "https://graph.facebook.com"
+
 // Client talks to graph.facebook.com (or a test server) for one number.
 type Client struct {
-	BaseURL       string // default https://graph.facebook.com
+	BaseURL       string // "" = DefaultBaseURL
 	Version       string // e.g. "v23.0"
 	PhoneNumberID string
 	Token         string // never logged, never in errors
@@ -153,7 +156,7 @@ func (e *Error) Hint() string {
 func (c *Client) endpoint(query url.Values) string {
 	base := strings.TrimRight(c.BaseURL, "/")
 	if base == "" {
-		base = "https://graph.facebook.com"
+		base = DefaultBaseURL
 	}
 	u := base + "/" + url.PathEscape(c.Version) + "/" + url.PathEscape(c.PhoneNumberID) + "/settings"
 	if len(query) > 0 {

@@ -28,6 +28,14 @@ import (
 // Meta is reported to reject re-INVITEs, so we never need them.
 const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 
+// Meta's SIP gateway and the SIP-over-TLS port (Meta's default for the
+// business's server too): the one home of these defaults; config and cmd
+// use them.
+const (
+	DefaultGateway = "wa.meta.vc"
+	DefaultPort    = 5061
+)
+
 // Config holds what signaling needs; cmd fills it from the TOML config.
 type Config struct {
 	Hostname string // our SIP host: realm of our 407, From host on our INVITEs, name on our certificate
@@ -35,7 +43,7 @@ type Config struct {
 	// Password returns Meta's SIP password. It is called on every use so a
 	// rotated password file is picked up without a restart.
 	Password func() (string, error)
-	// Gateway is Meta's SIP host[:port] ("wa.meta.vc").
+	// Gateway is Meta's SIP host[:port]; "" = DefaultGateway.
 	Gateway string
 	// GatewayAddr, when set, is the host:port actually dialled whenever a
 	// request targets the gateway host (like curl --resolve). Tests and the
@@ -87,10 +95,10 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 		return nil, errors.New("sip: hostname, number and password are required")
 	}
 	if cfg.Gateway == "" {
-		cfg.Gateway = "wa.meta.vc"
+		cfg.Gateway = DefaultGateway
 	}
 	if cfg.ContactPort == 0 {
-		cfg.ContactPort = 5061
+		cfg.ContactPort = DefaultPort
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 64
@@ -104,7 +112,7 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	gwHost, gwPort, err := splitHostPortDefault(cfg.Gateway, 5061)
+	gwHost, gwPort, err := splitHostPortDefault(cfg.Gateway, DefaultPort)
 	if err != nil {
 		return nil, fmt.Errorf("sip.gateway %q: %w", cfg.Gateway, err)
 	}
@@ -229,7 +237,7 @@ func (e *Endpoint) respond(req *ssip.Request, tx ssip.ServerTransaction, code in
 func (e *Endpoint) destination(u ssip.Uri) string {
 	port := u.Port
 	if port == 0 {
-		port = 5061
+		port = DefaultPort
 	}
 	if e.cfg.GatewayAddr != "" && strings.EqualFold(u.Host, e.gwHost) {
 		return e.cfg.GatewayAddr

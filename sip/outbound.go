@@ -54,7 +54,7 @@ func (e *Endpoint) Dial(ctx context.Context, number string, sdp []byte, progress
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	gw := ssip.Uri{Scheme: "sip", User: number, Host: e.gwHost, UriParams: ssip.HeaderParams{{K: "transport", V: "tls"}}}
-	if e.gwPort != 5061 {
+	if e.gwPort != DefaultPort {
 		gw.Port = e.gwPort
 	}
 	d := newDialog(e)

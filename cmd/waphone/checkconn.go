@@ -10,6 +10,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/waphone/waphone/sip"
 )
 
 // checkConnect does what the guide's `openssl s_client -verify_hostname`
@@ -33,7 +35,7 @@ func checkConnect(ctx context.Context, addr, hostname string, roots *x509.CertPo
 	if err := conn.HandshakeContext(ctx); err != nil {
 		if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "first record does not look like a TLS handshake") ||
 			strings.Contains(err.Error(), "connection reset") {
-			r.bad("%s is not speaking TLS (%v): Meta only uses SIP over TLS — point Meta at waphone's TLS port (5061), not a plain SIP port", addr, err)
+			r.bad("%s is not speaking TLS (%v): Meta only uses SIP over TLS — point Meta at waphone's TLS port (%d by default), not a plain SIP port", addr, err, sip.DefaultPort)
 		} else {
 			r.bad("TLS handshake with %s failed: %v", addr, err)
 		}

@@ -105,32 +105,6 @@ func (d *daemon) openBoard(ctx context.Context) {
 	}()
 }
 
-func isDeviceSpec(spec string) bool { return spec == "default" || strings.HasPrefix(spec, "device:") }
-
-// deviceSpecs tells a sound-device spec ("default", "device:NAME") from
-// the device-free ones (tone:, wav:, null).
-func deviceSpecs(capture, playback string) (capDev, playDev string, ok bool) {
-	dev := func(spec string) (string, bool) {
-		if spec == "default" {
-			return "default", true
-		}
-		name, found := strings.CutPrefix(spec, "device:")
-		return name, found
-	}
-	c, okc := dev(capture)
-	p, okp := dev(playback)
-	if !okc && !okp {
-		return "", "", false
-	}
-	if !okp {
-		p = "default"
-	}
-	if !okc {
-		c = "default"
-	}
-	return c, p, true
-}
-
 // daemonOptions are the seams the demo uses instead of files on disk.
 type daemonOptions struct {
 	password     func() (string, error)
@@ -142,20 +116,15 @@ type daemonOptions struct {
 
 func mediaConfig(cfg config.Config, log *slog.Logger) (media.Config, error) {
 	mc := media.Config{KeyExchange: cfg.Media.KeyExchange, STUN: cfg.Media.STUN, Logger: log}
-	lo, hi, err := cfg.Media.PortRange()
-	if err != nil {
-		return mc, err
+	var err error
+	if mc.PortMin, mc.PortMax, err = cfg.Media.PortRange(); err != nil {
+		return mc, fmt.Errorf("media.rtp_ports %w", err)
 	}
-	mc.PortMin, mc.PortMax = lo, hi
-	if cfg.Media.BindAddress != "" {
-		if mc.BindIP = net.ParseIP(cfg.Media.BindAddress); mc.BindIP == nil {
-			return mc, fmt.Errorf("media.bind_address %q: not an IP", cfg.Media.BindAddress)
-		}
+	if mc.BindIP, err = cfg.Media.BindIP(); err != nil {
+		return mc, fmt.Errorf("media.bind_address %w", err)
 	}
-	if cfg.Media.PublicAddress != "" {
-		if mc.AdvertiseIP = net.ParseIP(cfg.Media.PublicAddress); mc.AdvertiseIP == nil {
-			return mc, fmt.Errorf("media.public_address %q: not an IP", cfg.Media.PublicAddress)
-		}
+	if mc.AdvertiseIP, err = cfg.Media.PublicIP(); err != nil {
+		return mc, fmt.Errorf("media.public_address %w", err)
 	}
 	return mc, nil
 }
@@ -194,44 +163,44 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		return nil, err
 	}
 	capture, playback := opt.capture, opt.playback
-	// A real sound device stays open for the daemon's life: no per-call
-	// open latency, and unplug/replug is watched in one place.
-	if capDev, playDev, ok := deviceSpecs(cfg.Audio.Capture, cfg.Audio.Playback); ok && capture == nil && playback == nil {
-		h, err := audio.OpenHeadset(audio.HeadsetConfig{Capture: capDev, Playback: playDev, Logger: log.With("component", "audio")})
+	if capture == nil || playback == nil {
+		capSpec, err := cfg.Audio.CaptureSpec()
+		if err != nil {
+			return nil, fmt.Errorf("audio.capture %w", err)
+		}
+		playSpec, err := cfg.Audio.PlaybackSpec()
+		if err != nil {
+			return nil, fmt.Errorf("audio.playback %w", err)
+		}
+		if capture != nil {
+			capSpec = audio.Spec{} // the seam replaces it: open no device for it
+		}
+		if playback != nil {
+			playSpec = audio.Spec{}
+		}
+		ends, err := audio.OpenEnds(capSpec, playSpec, log.With("component", "audio"))
 		if err != nil {
 			return nil, err
 		}
-		d.headset = h
-		if isDeviceSpec(cfg.Audio.Capture) {
-			capture = func() (phone.AudioSource, error) { return h.Source(), nil }
+		d.headset = ends.Headset
+		if capture == nil {
+			capture = func() (phone.AudioSource, error) { return ends.Source() }
 		}
-		if isDeviceSpec(cfg.Audio.Playback) {
-			playback = func() (phone.AudioSink, error) { return h.Sink(), nil }
+		if playback == nil {
+			playback = func() (phone.AudioSink, error) { return ends.Sink() }
 		}
-	}
-	if capture == nil {
-		spec := cfg.Audio.Capture
-		if _, err := audio.OpenSource(spec); err != nil { // validate now: a typo should not wait for the first call
-			return nil, err
-		}
-		capture = func() (phone.AudioSource, error) { return audio.OpenSource(spec) }
-	}
-	if playback == nil {
-		spec := cfg.Audio.Playback
-		playback = func() (phone.AudioSink, error) { return audio.OpenSink(spec) }
 	}
 	var ringer func() (phone.AudioSink, error)
-	if spec := cfg.Audio.Ringer; spec != "" {
-		ringer = func() (phone.AudioSink, error) { return audio.OpenSink(spec) }
-		if isDeviceSpec(spec) {
-			// A separate speaker: its own device, playback only.
-			rh, err := audio.OpenHeadset(audio.HeadsetConfig{Playback: strings.TrimPrefix(spec, "device:"), Logger: log.With("component", "ringer")})
-			if err != nil {
-				return nil, err
-			}
-			d.ringer = rh
-			ringer = func() (phone.AudioSink, error) { return rh.Sink(), nil }
+	if spec, ok, err := cfg.Audio.RingerSpec(); err != nil {
+		return nil, fmt.Errorf("audio.ringer %w", err)
+	} else if ok {
+		// A separate speaker is its own device, beside the headset.
+		ends, err := audio.OpenEnds(audio.Spec{}, spec, log.With("component", "ringer"))
+		if err != nil {
+			return nil, err
 		}
+		d.ringer = ends.Headset
+		ringer = func() (phone.AudioSink, error) { return ends.Sink() }
 	}
 	d.phone = phone.New(phone.Config{
 		Answer: cfg.Phone.Answer, AutoAnswerDelay: cfg.Phone.AutoAnswerDelay.Duration,

@@ -71,24 +71,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	r.ok("SRTP key exchange for our calls: %s (Meta's offers choose their own)", cfg.Media.KeyExchange)
 	checkClock(r, time.Now())
 
-	switch {
-	case isDeviceSpec(cfg.Audio.Capture):
-		h, err := audio.OpenHeadset(audio.HeadsetConfig{Capture: strings.TrimPrefix(cfg.Audio.Capture, "device:"),
-			Playback: strings.TrimPrefix(cfg.Audio.Playback, "device:")})
-		switch {
-		case err != nil:
-			r.bad("sound system: %v", err)
-		case !h.Plugged():
-			r.bad("headset %q not found (plug it in; `aplay -l` lists sound cards)", cfg.Audio.Capture)
-		default:
-			r.ok("headset found: %s", h.Stats().Device)
-		}
-		if h != nil {
-			_ = h.Close()
-		}
-	default:
-		r.ok("audio.capture %q is not a headset: nothing to find", cfg.Audio.Capture)
-	}
+	checkHeadset(r, cfg)
 
 	if want := cfg.Board.HeadsetKeys; want != "off" {
 		switch found, desc, err := board.ProbeHeadsetButton(want); {
@@ -129,6 +112,29 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		r.ok("sip.allow has %d entries", len(cfg.SIP.Allow))
 	}
 	return fmtReport(stdout, r)
+}
+
+// checkHeadset opens the sound device the audio specs name, as the daemon
+// would, and says whether it is there.
+func checkHeadset(r *tlsReport, cfg config.Config) {
+	capSpec, _ := cfg.Audio.CaptureSpec() // config.Load has checked both
+	playSpec, _ := cfg.Audio.PlaybackSpec()
+	hc, ok := audio.HeadsetFor(capSpec, playSpec)
+	if !ok {
+		r.ok("audio.capture %q and audio.playback %q name no sound device: nothing to find", cfg.Audio.Capture, cfg.Audio.Playback)
+		return
+	}
+	h, err := audio.OpenHeadset(hc)
+	switch {
+	case err != nil:
+		r.bad("sound system: %v", err)
+		return
+	case !h.Plugged():
+		r.bad("headset (capture %q, playback %q) not found (plug it in; `aplay -l` lists sound cards)", hc.Capture, hc.Playback)
+	default:
+		r.ok("headset found: %s", h.Stats().Device)
+	}
+	_ = h.Close()
 }
 
 // checkClock fails on an unsynchronised clock: a Pi has no RTC and boots
@@ -193,7 +199,7 @@ func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
 			r.warn("Meta dials port %d, waphone listens on %s (fine only if your router forwards %d to it; else `waphone setup`)", metaPort, p, metaPort)
 		}
 	}
-	if want := strings.ToUpper(cfg.Media.KeyExchange); s.Calling.SRTPKeyExchangeProtocol != "" && s.Calling.SRTPKeyExchangeProtocol != want {
-		r.warn("Meta's SRTP key exchange is %s, the config says %s", s.Calling.SRTPKeyExchangeProtocol, want)
+	if have := s.Calling.SRTPKeyExchangeProtocol; have != "" && !strings.EqualFold(have, cfg.Media.KeyExchange) {
+		r.warn("Meta's SRTP key exchange is %s, the config says %s", have, strings.ToUpper(cfg.Media.KeyExchange))
 	}
 }

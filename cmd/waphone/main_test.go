@@ -15,6 +15,7 @@ import (
 	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/internal/control"
 	"github.com/waphone/waphone/internal/testpki"
+	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
 )
@@ -161,18 +162,9 @@ control_socket = "` + sock + `"
 		}
 		seen[string(buf[:n])] = true
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if fi, err := os.Stat(sock); err == nil {
-			if fi.Mode().Perm() != 0o600 {
-				t.Fatalf("control socket mode %o", fi.Mode().Perm())
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("control socket never appeared")
-		}
-		time.Sleep(20 * time.Millisecond)
+	testutil.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }, "the control socket")
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket: %v %v", fi, err)
 	}
 	out.Reset()
 	if code := run([]string{"status", "-config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), "state: idle") {

@@ -70,7 +70,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "Meta now sends this number's calls to %s:%d over TLS (SRTP key exchange %s)\n",
-			cfg.SIP.Hostname, port, strings.ToUpper(cfg.Media.KeyExchange))
+			cfg.SIP.Hostname, port, desired.Calling.SRTPKeyExchangeProtocol)
 	}
 	have, err := client.Get(ctx, true)
 	if err != nil {

@@ -1,5 +1,6 @@
 // Package control is the daemon's local control socket: `waphone answer`,
-// `hangup`, `call` and `status` talk to a running `waphone run` through it.
+// `hangup`, `mute`, `dtmf`, `call` and `status` talk to a running
+// `waphone run` through it.
 // One JSON request per connection, one JSON reply. The socket is 0600: only
 // the phone's own user (and root) may drive it.
 package control

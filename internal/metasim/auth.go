@@ -63,9 +63,8 @@ func (m ChallengeMode) algorithms() []string {
 	return []string{"SHA-256", "MD5"}
 }
 
-// nonceTTL is how long an issued nonce is accepted; a later use gets a fresh
-// 407 with stale=true. A variable so tests can shorten it.
-var nonceTTL = 5 * time.Minute
+// DefaultNonceTTL is Config.NonceTTL's default.
+const DefaultNonceTTL = 5 * time.Minute
 
 const maxNonces = 4096
 
@@ -77,11 +76,14 @@ type nonceEntry struct {
 }
 
 type nonceStore struct {
-	mu sync.Mutex
-	m  map[string]*nonceEntry
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]*nonceEntry
 }
 
-func newNonceStore() *nonceStore { return &nonceStore{m: map[string]*nonceEntry{}} }
+func newNonceStore(ttl time.Duration) *nonceStore {
+	return &nonceStore{ttl: ttl, m: map[string]*nonceEntry{}}
+}
 
 // issue returns a fresh nonce and opaque (16 hex digits each, like the
 // guide's nonce="419ac2415577f8e1",opaque="440badfc05072367").
@@ -90,7 +92,7 @@ func (ns *nonceStore) issue(alg string) (nonce, opaque string) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	for k, e := range ns.m {
-		if now.Sub(e.issued) > 2*nonceTTL {
+		if now.Sub(e.issued) > 2*ns.ttl {
 			delete(ns.m, k)
 		}
 	}
@@ -187,7 +189,7 @@ func (s *Sim) verify(req *sip.Request) authResult {
 	if e == nil {
 		return fail("unknown nonce")
 	}
-	if time.Since(e.issued) > nonceTTL {
+	if time.Since(e.issued) > s.nonces.ttl {
 		return authResult{verdict: authChallenge, stale: true, reason: "nonce expired", cred: cred}
 	}
 	if !strings.EqualFold(alg, e.alg) {

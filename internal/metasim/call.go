@@ -20,9 +20,8 @@ var (
 	ErrAnswered = errors.New("metasim: INVITE already has a final response")
 )
 
-// ackTimeout is how long metasim waits for the business's ACK of its 200
-// before hanging up (RFC 3261 Timer H, 64*T1).
-var ackTimeout = 32 * time.Second
+// DefaultACKTimeout is Config.ACKTimeout's default: RFC 3261 Timer H, 64*T1.
+const DefaultACKTimeout = 32 * time.Second
 
 // MediaStats are a call's SRTP counters on metasim's side.
 type MediaStats struct {

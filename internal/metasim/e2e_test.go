@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/media"
 )
 
@@ -70,21 +71,10 @@ func simMediaCfg() media.Config {
 	return media.Config{BindIP: net.IPv4(127, 0, 0, 1), Logger: simDiscardLogger(), NoMediaTimeout: -1}
 }
 
-func simWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func simCheckAudio(t *testing.T, c *Call, sink *simSink) {
 	t.Helper()
-	simWaitFor(t, "business audio at metasim", func() bool { return len(c.Recorded()) >= 2*simWindow })
-	simWaitFor(t, "metasim tone at the business", func() bool { return sink.tail(2*simWindow) != nil })
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(c.Recorded()) >= 2*simWindow }, "business audio at metasim")
+	testutil.Eventually(t, 10*time.Second, func() bool { return sink.tail(2*simWindow) != nil }, "metasim tone at the business")
 	rec := c.Recorded()
 	rec = rec[len(rec)-simWindow:]
 	if r := simToneRatio(rec, 440); r < 0.5 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/media"
 )
 
@@ -105,22 +106,11 @@ func TestGoertzelRatioNegative(t *testing.T) {
 	}
 }
 
-func mmWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // mmCheckCall runs both directions for a while and checks tones and ordering.
 func mmCheckCall(t *testing.T, s *media.Session, m *metaMedia, out *mmSink) {
 	t.Helper()
-	mmWaitFor(t, "business audio at metasim", func() bool { return len(m.recorded()) >= 2*mmWindow })
-	mmWaitFor(t, "metasim audio at business", func() bool { return out.len() >= 2*mmWindow })
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(m.recorded()) >= 2*mmWindow }, "business audio at metasim")
+	testutil.Eventually(t, 5*time.Second, func() bool { return out.len() >= 2*mmWindow }, "metasim audio at business")
 
 	rec := mmTail(m.recorded(), mmWindow)
 	heard := out.last(mmWindow)
@@ -201,7 +191,7 @@ func TestMetasimOffersBusinessAnswers(t *testing.T) {
 	if err := s.Start(context.Background(), &mmTone{hz: 440}, &out); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Millisecond)
+	testutil.Eventually(t, 5*time.Second, func() bool { return s.Stats().PacketsSent > 0 }, "the business's first packets")
 	if err := m.setAnswer(answer); err != nil {
 		t.Fatalf("setAnswer: %v", err)
 	}

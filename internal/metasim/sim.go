@@ -92,6 +92,12 @@ type Config struct {
 	// 603) authenticated business-initiated INVITEs get after ringing,
 	// instead of 200.
 	RejectBusinessCalls int
+	// NonceTTL is how long an issued nonce is accepted; a later use gets a
+	// fresh 407 with stale=true. Default DefaultNonceTTL.
+	NonceTTL time.Duration
+	// ACKTimeout is how long metasim waits for the business's ACK of its 200
+	// before hanging up. Default DefaultACKTimeout.
+	ACKTimeout time.Duration
 	// Users holds the x-wa-meta-* identity of WhatsApp users the business
 	// calls, keyed by the Request-URI user ("+12195550714" or a BSUID). A
 	// BSUID target without an entry gets x-wa-meta-user-id set to itself.
@@ -160,6 +166,12 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	} else if cfg.AnswerDelay < 0 {
 		cfg.AnswerDelay = 0
 	}
+	if cfg.NonceTTL <= 0 {
+		cfg.NonceTTL = DefaultNonceTTL
+	}
+	if cfg.ACKTimeout <= 0 {
+		cfg.ACKTimeout = DefaultACKTimeout
+	}
 	if cfg.RejectBusinessCalls != 0 && (cfg.RejectBusinessCalls < 300 || cfg.RejectBusinessCalls > 699) {
 		return nil, fmt.Errorf("metasim: RejectBusinessCalls %d is not a final error status", cfg.RejectBusinessCalls)
 	}
@@ -196,7 +208,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	}
 	s := &Sim{
 		cfg: cfg, ca: ca, log: log, ln: ln, addr: ln.Addr().String(),
-		calls: map[dialogKey]*Call{}, nonces: newNonceStore(), incoming: make(chan *Call, 64),
+		calls: map[dialogKey]*Call{}, nonces: newNonceStore(cfg.NonceTTL), incoming: make(chan *Call, 64),
 	}
 	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
 		s.bindIP = ta.IP

@@ -16,6 +16,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 	"github.com/waphone/waphone/internal/testpki"
+	"github.com/waphone/waphone/internal/testutil"
 )
 
 // simSetup starts a metasim and a business for it.
@@ -403,18 +404,13 @@ func TestUserInitiatedCancelWhileRinging(t *testing.T) {
 	if _, err := sim.Call(short, b.addr, CallOptions{}); err != context.DeadlineExceeded {
 		t.Errorf("Call with short ctx: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	cancels := func() int {
 		b.mu.Lock()
-		n := len(b.cancels)
-		b.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("business saw %d CANCELs, want 2", n)
-		}
-		time.Sleep(20 * time.Millisecond)
+		defer b.mu.Unlock()
+		return len(b.cancels)
+	}
+	if !testutil.Poll(5*time.Second, func() bool { return cancels() == 2 }) {
+		t.Fatalf("business saw %d CANCELs, want 2", cancels())
 	}
 }
 
@@ -687,15 +683,20 @@ func TestBusinessInitiatedAuthFailures(t *testing.T) {
 	if got := status(bc, `Basic Zm9vOmJhcg==`); got != 403 {
 		t.Errorf("Basic credentials: %d", got)
 	}
+}
 
-	// An expired nonce is re-challenged with stale=true.
-	old := nonceTTL
-	nonceTTL = 50 * time.Millisecond
-	t.Cleanup(func() { nonceTTL = old })
-	bc = b.newCall(sim)
-	r = get407(bc)
-	time.Sleep(100 * time.Millisecond)
-	_, r2, err := b.do(ctx, bc.invite(bizAnswer(t, r, 0, bc.ruri, user, simPassword, 1)))
+// An expired nonce is re-challenged with stale=true.
+func TestBusinessInitiatedStaleNonce(t *testing.T) {
+	const ttl = 50 * time.Millisecond
+	sim, b := simSetup(t, Config{AnswerDelay: -1, NonceTTL: ttl})
+	ctx := simCtx(t)
+	bc := b.newCall(sim)
+	_, r, err := b.do(ctx, bc.invite(""))
+	if err != nil || r.StatusCode != 407 {
+		t.Fatalf("want 407: %v %v", r, err)
+	}
+	time.Sleep(2 * ttl) // the nonce ages past its TTL: a wait on the clock, not on a condition
+	_, r2, err := b.do(ctx, bc.invite(bizAnswer(t, r, 0, bc.ruri, digits(simBizNum), simPassword, 1)))
 	if err != nil || r2.StatusCode != 407 || !strings.HasSuffix(r2.GetHeader("Proxy-Authenticate").Value(), ",stale=true") {
 		t.Errorf("expired nonce: %v %v", r2, err)
 	}
@@ -988,18 +989,10 @@ func TestCloseEndsCallsAndGoroutines(t *testing.T) {
 	}
 	b.close()
 
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			break
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines after Close, %d before:\n%s", n, base, buf)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testutil.Poll(5*time.Second, func() bool { return runtime.NumGoroutine() <= base }) {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), base, buf)
 	}
 }
 
@@ -1067,10 +1060,7 @@ func TestConcurrentCalls(t *testing.T) {
 }
 
 func TestBusinessInitiatedNoAckHangsUp(t *testing.T) {
-	old := ackTimeout
-	ackTimeout = 300 * time.Millisecond
-	t.Cleanup(func() { ackTimeout = old })
-	sim, b := simSetup(t, Config{AnswerDelay: -1})
+	sim, b := simSetup(t, Config{AnswerDelay: -1, ACKTimeout: 300 * time.Millisecond})
 	ctx := simCtx(t)
 	bc := b.newCall(sim)
 	_, r, _ := b.do(ctx, bc.invite(""))

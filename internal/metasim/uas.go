@@ -248,7 +248,7 @@ func (s *Sim) accept(req *sip.Request, tx sip.ServerTransaction) {
 	c.finalOnce.Do(func() { close(c.final) })
 	s.deliver(c)
 	s.goTracked(func() {
-		t := time.NewTimer(ackTimeout)
+		t := time.NewTimer(s.cfg.ACKTimeout)
 		defer t.Stop()
 		select {
 		case <-c.ackCh:
