@@ -9,6 +9,7 @@ import (
 
 	"github.com/waphone/waphone/board"
 	"github.com/waphone/waphone/internal/metasim"
+	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
 )
@@ -16,13 +17,7 @@ import (
 // eventually polls cond until it holds, or fails the test after 5 s.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, cond, "%s", what)
 }
 
 // fakeClock's timers fire only when the test says so.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/internal/metasim"
+	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/internal/testpki"
 )
 
@@ -128,11 +129,5 @@ dir = "` + state + `"
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, cond, "%s", what)
 }
