@@ -14,8 +14,8 @@ import (
 
 	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/internal/metasim"
-	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/internal/testpki"
+	"github.com/waphone/waphone/internal/testutil"
 )
 
 // TestKilledDaemonsCallIsInHistory: a real `waphone run` process takes a
