@@ -129,8 +129,13 @@ func mediaConfig(cfg config.Config, log *slog.Logger) (media.Config, error) {
 	return mc, nil
 }
 
-func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon, error) {
+func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log}
+	defer func() {
+		if err != nil { // what was opened before the failure must not stay open
+			d.closeDevices()
+		}
+	}()
 	password := opt.password
 	if password == nil {
 		// Read on every use so that a new password (setup --reset-password)
@@ -232,11 +237,7 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (*daemon,
 		}
 		sc.ContactPort = d.ln.Addr().(*net.TCPAddr).Port
 	}
-	d.ep, err = sip.New(sc, d.phone)
-	if err != nil {
-		if d.ln != nil {
-			_ = d.ln.Close()
-		}
+	if d.ep, err = sip.New(sc, d.phone); err != nil {
 		return nil, err
 	}
 	d.phone.SetDialer(d.ep)
@@ -332,20 +333,25 @@ func (d *daemon) serve(ctx context.Context, getCert func() (*tls.Certificate, er
 
 func (d *daemon) close() {
 	d.phone.Close()
+	if d.board != nil {
+		_ = d.board.Close()
+	}
+	d.closeDevices()
+	_ = d.ep.Close()
+	d.wg.Wait()
+}
+
+// closeDevices closes the sound devices and the SIP listener.
+func (d *daemon) closeDevices() {
 	if d.headset != nil {
 		_ = d.headset.Close()
 	}
 	if d.ringer != nil {
 		_ = d.ringer.Close()
 	}
-	if d.board != nil {
-		_ = d.board.Close()
-	}
 	if d.ln != nil {
 		_ = d.ln.Close()
 	}
-	_ = d.ep.Close()
-	d.wg.Wait()
 }
 
 // newLogger builds the slog logger for a level name.
