@@ -306,8 +306,13 @@ func (c *Config) validate(name string, raw []byte) error {
 	if c.Phone.RingTimeout.Duration < 0 {
 		bad("phone", "ring_timeout", "must not be negative")
 	}
-	if d := c.Phone.SpeedDial; d != "" && !e164RE.MatchString(d) {
-		bad("phone", "speed_dial", "%q: want E.164 like +12195550714", d)
+	if d := c.Phone.SpeedDial; d != "" {
+		if _, err := sip.NormalizeTarget(d); err != nil {
+			bad("phone", "speed_dial", "%v", err)
+		}
+	}
+	if err := graph.CheckUserParams(c.Graph.RequestURIUserParams); err != nil {
+		bad("graph", "request_uri_user_params", "%v", err)
 	}
 	if c.Phone.ControlSocket == "" {
 		bad("phone", "control_socket", "is required")

@@ -68,6 +68,28 @@ type Server struct {
 	SIPUserPassword      string            `json:"sip_user_password,omitempty"`
 }
 
+// MaxUserParamLen is the guide's limit on request_uri_user_params: "Max
+// key/value size is 128 characters".
+const MaxUserParamLen = 128
+
+// CheckUserParams checks request_uri_user_params the way Meta will put
+// them into the Request-URI's user part (";key=value"): each key and value
+// at most 128 characters, keys non-empty, and no character that would end
+// the parameter, the user part or the URI.
+func CheckUserParams(params map[string]string) error {
+	for k, v := range params {
+		switch {
+		case k == "":
+			return errors.New("an empty key")
+		case len(k) > MaxUserParamLen || len(v) > MaxUserParamLen:
+			return fmt.Errorf("%q: keys and values are at most %d characters (Meta's limit)", k, MaxUserParamLen)
+		case strings.ContainsAny(k, ";=@:<> \t\r\n\"") || strings.ContainsAny(v, ";=@:<> \t\r\n\""):
+			return fmt.Errorf("%q: keys and values may not contain ; = @ : < > quotes or spaces", k)
+		}
+	}
+	return nil
+}
+
 // EffectivePort is the port Meta dials for this entry.
 func (s Server) EffectivePort() int {
 	if s.Port == 0 {
