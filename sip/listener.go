@@ -134,7 +134,7 @@ type guardListener struct {
 	log       *slog.Logger
 	lastLog   atomic.Int64
 
-	notAllowed, overTotal, overStrangers, overPrefix, overAddr atomic.Uint64
+	notAllowed, overTotal, overStrangers, overPrefix, overAddr        atomic.Uint64
 	firstTimeouts, idleTimeouts, tlsFailures, tooLarge, tooLargeDrops atomic.Uint64
 
 	mu        sync.Mutex
@@ -147,15 +147,15 @@ type guardListener struct {
 }
 
 type guardConfig struct {
-	allow     []netip.Prefix
-	trusted   func(netip.Addr) bool
-	prefixOf  func(netip.Addr) netip.Prefix
-	maxConns  int
-	reserved  int
-	first     time.Duration
-	idle      time.Duration
-	maxMsg    int
-	log       *slog.Logger
+	allow    []netip.Prefix
+	trusted  func(netip.Addr) bool
+	prefixOf func(netip.Addr) netip.Prefix
+	maxConns int
+	reserved int
+	first    time.Duration
+	idle     time.Duration
+	maxMsg   int
+	log      *slog.Logger
 }
 
 func newGuardListener(l net.Listener, tlsConf *tls.Config, c guardConfig) *guardListener {
