@@ -8,7 +8,8 @@ import (
 )
 
 // GuardStats counts what the listener and the digest check refused, for
-// `waphone status`. All counters only grow.
+// `waphone status`. The counters only grow; Open, Authenticated and
+// Trusted are the current numbers.
 type GuardStats struct {
 	NotAllowed    uint64 // connections from outside sip.allow, closed at accept
 	OverTotal     uint64 // connections refused: all MaxConns seats taken
