@@ -380,6 +380,13 @@ func run(t *testing.T, bin string, inNetns bool) {
 	n := d.goroutines(t)
 	report("daemon goroutines after (SIGQUIT dump): %d", n)
 	report("daemon log over the whole run: %d lines; by message: %s", strings.Count(logText, "\n"), logHistogram(logText))
+	seen := map[string]bool{}
+	for _, line := range strings.Split(logText, "\n") {
+		if m := regexp.MustCompile(`level=ERROR msg=("[^"]*"|\S+)`).FindStringSubmatch(line); m != nil && !seen[m[1]] {
+			seen[m[1]] = true
+			report("first ERROR line of its kind: %s", line)
+		}
+	}
 	if strings.Contains(d.log.String(), "panic:") {
 		t.Error("the daemon panicked")
 	}
