@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot install test test-short lint demo interop bench fuzz deps clean
+.PHONY: stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -50,6 +50,12 @@ interop:
 # minutes); no goroutine may outlive its call and the live heap must settle.
 soak:
 	WAPHONE_SOAK_CALLS=300 $(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -run TestSoakCalls -v ./phone/
+
+# Stress: the real daemon under challenge floods (128 IPv4 sources, one IPv6
+# /64), 200 slow/half-open connections and wrong digests, while Meta-shaped
+# calls must all succeed (about 2 minutes; not part of `go test ./...`).
+stress:
+	$(GO) test -tags '$(TAGS) stress' -count=1 -timeout 10m -run TestStress -v ./internal/stress/
 
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./sip/ ./media/ ./audio/ ./phone/

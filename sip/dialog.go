@@ -2,11 +2,13 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo"
 	ssip "github.com/emiago/sipgo/sip"
@@ -19,7 +21,18 @@ const (
 	EndCancelled = "cancelled"  // Meta cancelled before we answered
 	EndRejected  = "rejected"   // we declined (busy, no answer)
 	EndFailed    = "failed"     // signaling failed
+	// EndNoACK: we answered, Meta's ACK never came within 64·T1, and we hung
+	// up (RFC 3261 §13.3.1.4).
+	EndNoACK = "no-ack"
 )
+
+// ErrNoACK is wrapped by InboundCall.Answer's error when the call was hung
+// up for lack of an ACK to our 200 OK.
+var ErrNoACK = errors.New("sip: no ACK for our 200 OK")
+
+// noACKReason is our BYE's Reason when the ACK never came: the 2xx
+// transaction timed out (RFC 3326 with a SIP cause).
+const noACKReason = `SIP;cause=408;text="no ACK for 200 OK"`
 
 // dialog is one established (or establishing) call leg. It holds the route
 // set and tags so that our BYE follows RFC 3261 §12.2.1.1, and decides how
@@ -39,6 +52,12 @@ type dialog struct {
 	// in-dialog requests go back over that TLS connection (RFC 5923).
 	reuse string
 	srv   *sipgo.DialogServerSession
+	// inviteCSeq is the CSeq number of the INVITE we answer; its ACK has it.
+	inviteCSeq uint32
+	acked      chan struct{}
+	ackOnce    sync.Once
+	// retransmits counts our 200 OK retransmissions (tests look).
+	retransmits atomic.Int32
 
 	mu       sync.Mutex
 	info     CallInfo
@@ -50,7 +69,7 @@ type dialog struct {
 }
 
 func newDialog(e *Endpoint) *dialog {
-	d := &dialog{e: e, done: make(chan struct{})}
+	d := &dialog{e: e, done: make(chan struct{}), acked: make(chan struct{})}
 	d.cseq.Store(rand.Uint32N(1 << 20))
 	return d
 }
@@ -83,6 +102,7 @@ func (d *dialog) remoteBye(req *ssip.Request) {
 		// retransmitting the 200. ReadAck only compares the CSeq.
 		_ = d.srv.ReadAck(d.srv.InviteRequest, nil)
 	}
+	d.gotAck()
 	d.mu.Lock()
 	d.info.merge(req)
 	d.bye = req
@@ -93,6 +113,63 @@ func (d *dialog) remoteBye(req *ssip.Request) {
 	}
 	if d.end(EndRemoteBye, reason) {
 		d.e.log.Info("call ended by remote BYE", "call", d.infoCopy(), "reason", reason)
+	}
+}
+
+// gotAck records the ACK to our 200 (or proof of it: the peer's BYE).
+func (d *dialog) gotAck() { d.ackOnce.Do(func() { close(d.acked) }) }
+
+// awaitAck retransmits our 200 OK until its ACK, per RFC 3261 §13.3.1.4:
+// the intervals start at T1 and double up to T2; after 64·T1 without an
+// ACK the call is hung up with a BYE saying so.
+func (d *dialog) awaitAck(ctx context.Context, tx ssip.ServerTransaction, res *ssip.Response) error {
+	t1 := d.e.cfg.T1
+	t2 := 8 * t1 // RFC 3261's T2 (4 s) over T1 (500 ms)
+	giveUp := time.NewTimer(64 * t1)
+	defer giveUp.Stop()
+	interval := t1
+	resend := time.NewTimer(interval)
+	defer resend.Stop()
+	for {
+		select {
+		case <-d.acked:
+			return nil
+		case <-d.done:
+			select {
+			case <-d.acked: // a BYE proved the 200 arrived, then ended the call
+				return nil
+			default:
+			}
+			by, _ := d.ended()
+			return fmt.Errorf("call ended before ACK (%s)", by)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-resend.C:
+			d.retransmits.Add(1)
+			if err := tx.Respond(res); err != nil {
+				// The transaction may be gone (sipgo's Timer L is 64·T1 at its
+				// own T1): write to its connection directly; Meta's ACK may yet
+				// come on another one, so a failed write is not the end.
+				if tc, ok := tx.(interface{ Connection() ssip.Connection }); ok && tc.Connection() != nil {
+					if werr := tc.Connection().WriteMsg(res); werr != nil {
+						d.e.log.Debug("sip: retransmitting 200 OK failed", "err", werr)
+					}
+				}
+			}
+			interval = min(2*interval, t2)
+			resend.Reset(interval)
+		case <-giveUp.C:
+			d.e.noACK.Add(1)
+			d.e.log.Warn("no ACK for our 200 OK; hanging up", "call", d.infoCopy(), "waited", 64*t1)
+			why := fmt.Sprintf("no ACK within %s", 64*t1)
+			byeCtx, cancel := context.WithTimeout(context.Background(), 64*t1)
+			err := d.hangupAs(byeCtx, noACKReason, EndNoACK, why, 8*t1)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%w within %s; BYE: %v", ErrNoACK, 64*t1, err)
+			}
+			return fmt.Errorf("%w within %s; hung up", ErrNoACK, 64*t1)
+		}
 	}
 }
 
@@ -140,7 +217,9 @@ func (d *dialog) nextHop() string {
 // send runs one in-dialog transaction and waits for its final response.
 // It tries the peer's own connection first when it offered one (;alias),
 // then the route set, so a BYE still leaves if Meta closed that connection.
-func (d *dialog) send(ctx context.Context, build func() *ssip.Request) (*ssip.Response, error) {
+// hopTimeout, when set, bounds each try, so a connection that went silent
+// does not hold the route set back for a whole transaction timeout.
+func (d *dialog) send(ctx context.Context, hopTimeout time.Duration, build func() *ssip.Request) (*ssip.Response, error) {
 	hops := []string{d.nextHop()}
 	if d.reuse != "" {
 		hops = []string{d.reuse, d.nextHop()}
@@ -149,7 +228,12 @@ func (d *dialog) send(ctx context.Context, build func() *ssip.Request) (*ssip.Re
 	for _, hop := range hops {
 		req := build()
 		req.SetDestination(hop)
-		res, err := d.e.cli.Do(ctx, req, noBuild)
+		hctx, cancel := ctx, context.CancelFunc(func() {})
+		if hopTimeout > 0 {
+			hctx, cancel = context.WithTimeout(ctx, hopTimeout)
+		}
+		res, err := d.e.cli.Do(hctx, req, noBuild)
+		cancel()
 		if err == nil {
 			return res, nil
 		}
@@ -166,15 +250,21 @@ const normalClearing = `Q.850;cause=16;text="NORMAL_CLEARING"`
 
 // hangup sends BYE with a Q.850 reason, as Meta's own BYEs carry one.
 func (d *dialog) hangup(ctx context.Context, reason string) error {
+	return d.hangupAs(ctx, reason, EndLocalBye, "", 0)
+}
+
+// hangupAs sends BYE with the Reason header reason and ends the call as
+// (by, why).
+func (d *dialog) hangupAs(ctx context.Context, reason, by, why string, hopTimeout time.Duration) error {
 	if by, _ := d.ended(); by != "" {
 		return nil
 	}
-	res, err := d.send(ctx, func() *ssip.Request {
+	res, err := d.send(ctx, hopTimeout, func() *ssip.Request {
 		r := d.newRequest(ssip.BYE)
 		r.AppendHeader(ssip.NewHeader("Reason", reason))
 		return r
 	})
-	d.end(EndLocalBye, "")
+	d.end(by, why)
 	if err != nil {
 		return fmt.Errorf("sending BYE: %w", err)
 	}

@@ -1,11 +1,15 @@
 package sip
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -19,111 +23,150 @@ type authResult int
 
 const (
 	authOK        authResult = iota
-	authChallenge            // no credentials, or a nonce we no longer honour: send a fresh 407
+	authChallenge            // no credentials, or a nonce we never issued or already honoured: send a fresh 407
 	authStale                // our nonce expired: 407 with stale=true
 	authForbidden            // credentials present and wrong: 403
-	authThrottled            // too many failures from this source: 403 without checking
 )
 
-// nonceStore issues single-use nonces. It is bounded so that a flood of
-// unauthenticated INVITEs cannot grow it without limit: the oldest nonce is
-// forgotten first, which at worst costs a legitimate caller one extra 407.
-// One source may hold at most an eighth of the store: past that, its own
-// oldest nonce goes, so a flood from one address cannot evict Meta's.
-type nonceStore struct {
-	mu     sync.Mutex
-	ttl    time.Duration
-	max    int
-	perSrc int
-	nonces map[string]nonceEntry
-	order  []string // issue order, for eviction
-	bySrc  map[string]int
-	now    func() time.Time
+// nonceMinter issues stateless nonces: a nonce is the time it was issued
+// and an HMAC over that time and the client's address, under a key that
+// lives only in memory. Issuing stores nothing, so no number of
+// unauthenticated INVITEs from any number of addresses can push Meta's
+// nonce out before Meta's retry comes back (the old bounded store turned
+// over in under 100 ms under a flood from ten addresses).
+//
+// Single use is enforced by a bounded record of the nonces already
+// honoured, kept for the nonce lifetime: only a correct digest answer
+// (someone holding the password) adds to it, so strangers cannot fill it.
+type nonceMinter struct {
+	key   [32]byte
+	ttl   time.Duration
+	start time.Time // nonce times count from here (monotonic: a clock step cannot age or revive a nonce)
+	now   func() time.Time
+
+	mu      sync.Mutex
+	used    map[string]time.Duration // honoured nonce -> its issue time (since start)
+	usedMax int
 }
 
-type nonceEntry struct {
-	issued time.Time
-	opaque string
-	src    string
+// A nonce is 8 bytes of issue time, 8 random bytes (two challenges in the
+// same instant differ) and 16 bytes of HMAC over both and the address.
+const (
+	nonceTimeLen = 8
+	nonceSaltLen = 8
+	nonceMACLen  = 16
+	nonceLen     = nonceTimeLen + nonceSaltLen + nonceMACLen
+)
+
+func newNonceMinter(ttl time.Duration) *nonceMinter {
+	m := &nonceMinter{ttl: ttl, start: time.Now(), now: time.Now, used: make(map[string]time.Duration), usedMax: 4096}
+	_, _ = rand.Read(m.key[:]) // documented never to return an error since Go 1.24
+	return m
 }
 
-func newNonceStore(ttl time.Duration, size int) *nonceStore {
-	return &nonceStore{ttl: ttl, max: size, perSrc: max(size/8, 1), nonces: make(map[string]nonceEntry),
-		bySrc: make(map[string]int), now: time.Now}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // documented never to return an error since Go 1.24
-	return hex.EncodeToString(b)
-}
-
-// issue makes a nonce for a challenge sent to src (an IP address).
-func (s *nonceStore) issue(src string) (nonce, opaque string) {
-	nonce, opaque = randomHex(16), randomHex(8)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bySrc[src] >= s.perSrc {
-		for i, n := range s.order {
-			if s.nonces[n].src == src {
-				s.forget(i)
-				break
-			}
-		}
+func (m *nonceMinter) mac(label string, parts ...[]byte) []byte {
+	h := hmac.New(sha256.New, m.key[:])
+	h.Write([]byte(label))
+	for _, p := range parts {
+		h.Write([]byte{0})
+		h.Write(p)
 	}
-	for len(s.order) >= s.max {
-		s.forget(0)
-	}
-	s.nonces[nonce] = nonceEntry{issued: s.now(), opaque: opaque, src: src}
-	s.order = append(s.order, nonce)
-	s.bySrc[src]++
-	return nonce, opaque
+	return h.Sum(nil)
 }
 
-// forget drops the i-th nonce in issue order; s.mu is held.
-func (s *nonceStore) forget(i int) {
-	n := s.order[i]
-	src := s.nonces[n].src
-	if s.bySrc[src]--; s.bySrc[src] <= 0 {
-		delete(s.bySrc, src)
-	}
-	delete(s.nonces, n)
-	s.order = append(s.order[:i], s.order[i+1:]...)
+// issue makes a nonce (and its opaque) for a challenge sent to addr.
+func (m *nonceMinter) issue(addr string) (nonce, opaque string) {
+	raw := make([]byte, nonceTimeLen+nonceSaltLen, nonceLen)
+	binary.BigEndian.PutUint64(raw, uint64(m.now().Sub(m.start)))
+	_, _ = rand.Read(raw[nonceTimeLen:])
+	raw = append(raw, m.mac("nonce", raw, []byte(addr))[:nonceMACLen]...)
+	nonce = hex.EncodeToString(raw)
+	return nonce, m.opaqueFor(nonce)
 }
 
-// take consumes a nonce: each one authorizes exactly one INVITE, so a
-// captured Proxy-Authorization cannot be replayed.
-func (s *nonceStore) take(nonce, opaque string) authResult {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.nonces[nonce]
-	if !ok {
+func (m *nonceMinter) opaqueFor(nonce string) string {
+	return hex.EncodeToString(m.mac("opaque", []byte(nonce))[:8])
+}
+
+// check says whether a nonce presented by addr is ours, fresh, with its
+// opaque, and not yet honoured. It records nothing: a wrong answer leaves
+// the nonce usable (guessing is the throttle's business, not the nonce's).
+func (m *nonceMinter) check(nonce, opaque, addr string) authResult {
+	raw, err := hex.DecodeString(nonce)
+	if err != nil || len(raw) != nonceLen {
 		return authChallenge
 	}
-	for i, n := range s.order {
-		if n == nonce {
-			s.forget(i)
-			break
-		}
+	body := raw[:nonceTimeLen+nonceSaltLen]
+	if !hmac.Equal(raw[len(body):], m.mac("nonce", body, []byte(addr))[:nonceMACLen]) {
+		return authChallenge // not ours, or issued to another address
 	}
-	if s.now().Sub(e.issued) > s.ttl {
+	age := m.now().Sub(m.start) - time.Duration(binary.BigEndian.Uint64(raw[:nonceTimeLen]))
+	if age < 0 {
+		return authChallenge
+	}
+	if age > m.ttl {
 		return authStale
 	}
-	if subtle.ConstantTimeCompare([]byte(e.opaque), []byte(opaque)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(m.opaqueFor(nonce)), []byte(opaque)) != 1 {
 		return authForbidden
+	}
+	m.mu.Lock()
+	_, used := m.used[nonce]
+	m.mu.Unlock()
+	if used {
+		return authChallenge // a replay: it costs nothing and tells nothing
 	}
 	return authOK
 }
 
-// failThrottle counts failed authentications per source IP and refuses
-// further attempts for a while once a source crosses the limit.
+// consume records a nonce whose digest answer was right, so that the same
+// Proxy-Authorization cannot be replayed. False if it was already honoured
+// (a concurrent replay) or if the record is full of live nonces: then the
+// INVITE is challenged again rather than let a replay through.
+func (m *nonceMinter) consume(nonce string) bool {
+	raw, err := hex.DecodeString(nonce)
+	if err != nil || len(raw) < nonceTimeLen {
+		return false
+	}
+	issued := time.Duration(binary.BigEndian.Uint64(raw[:nonceTimeLen]))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.used[nonce]; ok {
+		return false
+	}
+	if len(m.used) >= m.usedMax {
+		now := m.now().Sub(m.start)
+		for n, t := range m.used {
+			if now-t > m.ttl {
+				delete(m.used, n) // expired: check answers authStale for it now
+			}
+		}
+		if len(m.used) >= m.usedMax {
+			return false
+		}
+	}
+	m.used[nonce] = issued
+	return true
+}
+
+// failThrottle counts failed authentications per source address and per
+// source prefix (an IPv4 /24, an IPv6 /64 by default), and refuses further
+// attempts for a while once either crosses its limit: one address gets
+// limit guesses a window, a whole prefix twice that, so rotating through
+// the addresses of one /64 buys nothing. Trusted sources (sip.allow,
+// addresses that authenticated before) are counted by address only, so a
+// stranger next to Meta cannot get Meta's prefix blocked.
 type failThrottle struct {
-	mu     sync.Mutex
-	limit  int
-	window time.Duration
-	max    int
-	fails  map[string]*failCount
-	now    func() time.Time
+	mu          sync.Mutex
+	limit       int
+	prefixLimit int
+	window      time.Duration
+	max         int
+	addrs       map[netip.Addr]*failCount
+	prefixes    map[netip.Prefix]*failCount
+	prefixOf    func(netip.Addr) netip.Prefix
+	trusted     func(netip.Addr) bool
+	now         func() time.Time
 }
 
 type failCount struct {
@@ -131,70 +174,99 @@ type failCount struct {
 	first time.Time
 }
 
-func newFailThrottle(limit int, window time.Duration) *failThrottle {
-	return &failThrottle{limit: limit, window: window, max: 4096, fails: make(map[string]*failCount), now: time.Now}
+func newFailThrottle(limit int, window time.Duration, prefixOf func(netip.Addr) netip.Prefix, trusted func(netip.Addr) bool) *failThrottle {
+	return &failThrottle{limit: limit, prefixLimit: 2 * limit, window: window, max: 4096,
+		addrs: make(map[netip.Addr]*failCount), prefixes: make(map[netip.Prefix]*failCount),
+		prefixOf: prefixOf, trusted: trusted, now: time.Now}
 }
 
-func (t *failThrottle) blocked(ip string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.current(ip, t.now())
-	return f != nil && f.n >= t.limit
-}
-
-// current is ip's count inside the window, nil when there is none (an
+// current is k's count inside the window, nil when there is none (an
 // expired one is dropped). t.mu is held.
-func (t *failThrottle) current(ip string, now time.Time) *failCount {
-	f, ok := t.fails[ip]
-	if ok && now.Sub(f.first) > t.window {
-		delete(t.fails, ip)
+func current[K comparable](m map[K]*failCount, k K, now time.Time, window time.Duration) *failCount {
+	f, ok := m[k]
+	if ok && now.Sub(f.first) > window {
+		delete(m, k)
 		return nil
 	}
 	return f
 }
 
-// attempt books one authentication attempt from ip as a failure before
-// it is checked, and says no once ip is at the limit: concurrent guesses
-// (sipgo runs each request in its own goroutine) cannot overrun it. A
-// success clears the count (succeed), an attempt that turned out not to be
-// a guess (an expired nonce) gives its booking back (undo).
-func (t *failThrottle) attempt(ip string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	if f := t.current(ip, now); f != nil {
-		if f.n >= t.limit {
-			return false
-		}
+// book adds one to k's count; a full map of live entries leaves k
+// untracked (checked, but not counted). t.mu is held.
+func book[K comparable](m map[K]*failCount, k K, now time.Time, window time.Duration, max int) {
+	if f := current(m, k, now, window); f != nil {
 		f.n++
-		return true
+		return
 	}
-	if len(t.fails) >= t.max {
-		for k, f := range t.fails { // drop expired entries; bounded map
-			if now.Sub(f.first) > t.window {
-				delete(t.fails, k)
+	if len(m) >= max {
+		for k2, f := range m { // drop expired entries; bounded map
+			if now.Sub(f.first) > window {
+				delete(m, k2)
 			}
 		}
-		if len(t.fails) >= t.max {
-			return true // full of live entries: check, but do not track this source
+		if len(m) >= max {
+			return
 		}
 	}
-	t.fails[ip] = &failCount{n: 1, first: now}
-	return true
+	m[k] = &failCount{n: 1, first: now}
 }
 
-func (t *failThrottle) undo(ip string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if f, ok := t.fails[ip]; ok && f.n > 0 {
+func giveBack[K comparable](m map[K]*failCount, k K) {
+	if f, ok := m[k]; ok && f.n > 0 {
 		f.n--
 	}
 }
 
-func (t *failThrottle) succeed(ip string) {
+// over says whether ip (or, for a stranger, its prefix) is at its limit. t.mu is held.
+func (t *failThrottle) over(ip netip.Addr, now time.Time) bool {
+	if f := current(t.addrs, ip, now, t.window); f != nil && f.n >= t.limit {
+		return true
+	}
+	if t.trusted(ip) {
+		return false
+	}
+	f := current(t.prefixes, t.prefixOf(ip), now, t.window)
+	return f != nil && f.n >= t.prefixLimit
+}
+
+func (t *failThrottle) blocked(ip netip.Addr) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.fails, ip)
+	return t.over(ip, t.now())
+}
+
+// attempt books one authentication attempt from ip as a failure before
+// it is checked, and says no once ip or its prefix is at the limit:
+// concurrent guesses (sipgo runs each request in its own goroutine) cannot
+// overrun it. A success clears the address's count (succeed), an attempt
+// that turned out not to be a guess (an expired nonce) gives its booking
+// back (undo).
+func (t *failThrottle) attempt(ip netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if t.over(ip, now) {
+		return false
+	}
+	book(t.addrs, ip, now, t.window, t.max)
+	book(t.prefixes, t.prefixOf(ip), now, t.window, t.max)
+	return true
+}
+
+func (t *failThrottle) undo(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	giveBack(t.addrs, ip)
+	giveBack(t.prefixes, t.prefixOf(ip))
+}
+
+// succeed forgets ip's failures and gives its prefix back the booking of
+// this (successful) attempt; other addresses' failures in the prefix stay.
+func (t *failThrottle) succeed(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.addrs, ip)
+	giveBack(t.prefixes, t.prefixOf(ip))
 }
 
 // verifyDigest checks one Proxy-Authorization value against our challenge

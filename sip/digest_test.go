@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"net/netip"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,61 +79,176 @@ func TestVerifyDigestSHA256(t *testing.T) {
 	}
 }
 
-func TestNonceStoreSingleUseAndExpiry(t *testing.T) {
-	s := newNonceStore(time.Minute, 3)
-	now := time.Unix(1000, 0)
-	s.now = func() time.Time { return now }
-	n, o := s.issue("192.0.2.1")
-	if len(n) != 32 || len(o) != 16 {
-		t.Fatalf("nonce %q opaque %q: want 128-bit and 64-bit random hex", n, o)
+func TestNonceSingleUseAndExpiry(t *testing.T) {
+	m := newNonceMinter(time.Minute)
+	now := m.start
+	m.now = func() time.Time { return now }
+	n, o := m.issue("192.0.2.1")
+	if len(n) != 64 || len(o) != 16 {
+		t.Fatalf("nonce %q opaque %q: want 256-bit and 64-bit hex", n, o)
 	}
-	if got := s.take(n, o); got != authOK {
+	if n2, _ := m.issue("192.0.2.1"); n2 == n {
+		t.Fatal("two challenges in the same instant got the same nonce")
+	}
+	if got := m.check(n, o, "192.0.2.1"); got != authOK {
 		t.Fatalf("first use = %v, want ok", got)
 	}
-	if got := s.take(n, o); got != authChallenge {
+	// A wrong answer does not use the nonce up; a right one does.
+	if got := m.check(n, o, "192.0.2.1"); got != authOK {
+		t.Fatalf("check twice = %v, want ok until consumed", got)
+	}
+	if !m.consume(n) {
+		t.Fatal("consume refused a fresh nonce")
+	}
+	if got := m.check(n, o, "192.0.2.1"); got != authChallenge {
 		t.Fatalf("replay = %v, want a fresh challenge", got)
 	}
-	n2, o2 := s.issue("192.0.2.1")
-	now = now.Add(2 * time.Minute)
-	if got := s.take(n2, o2); got != authStale {
+	if m.consume(n) {
+		t.Fatal("a nonce was honoured twice")
+	}
+	// Bound to the address it was issued to.
+	n2, o2 := m.issue("192.0.2.1")
+	if got := m.check(n2, o2, "192.0.2.2"); got != authChallenge {
+		t.Fatalf("nonce from another address = %v, want a fresh challenge", got)
+	}
+	now = now.Add(61 * time.Second)
+	if got := m.check(n2, o2, "192.0.2.1"); got != authStale {
 		t.Fatalf("expired = %v, want stale", got)
 	}
-	n3, _ := s.issue("192.0.2.1")
-	if got := s.take(n3, "other-opaque"); got != authForbidden {
+	n3, _ := m.issue("192.0.2.1")
+	if got := m.check(n3, "0000000000000000", "192.0.2.1"); got != authForbidden {
 		t.Fatalf("wrong opaque = %v, want forbidden", got)
 	}
-	// Bounded: a flood of challenges keeps at most max nonces.
-	for i := 0; i < 100; i++ {
-		s.issue("192.0.2." + strconv.Itoa(i))
+	// Forged or mangled nonces are simply challenged again.
+	for _, bad := range []string{"", "zz", n3[:63] + "0", strings.Repeat("0", 64), n3 + "00"} {
+		if bad == n3 {
+			continue
+		}
+		if got := m.check(bad, o, "192.0.2.1"); got != authChallenge {
+			t.Fatalf("forged nonce %q = %v, want challenge", bad, got)
+		}
 	}
-	if len(s.nonces) != 3 || len(s.order) != 3 {
-		t.Fatalf("store holds %d/%d nonces, want 3", len(s.nonces), len(s.order))
+	// Another process's key (a restart) does not validate ours.
+	if got := newNonceMinter(time.Minute).check(n3, m.opaqueFor(n3), "192.0.2.1"); got != authChallenge {
+		t.Fatalf("nonce under another key = %v", got)
 	}
 }
 
+// TestUsedNonceRecordIsBounded: the record of honoured nonces drops
+// expired entries and refuses (rather than forgets) when full of live ones.
+func TestUsedNonceRecordIsBounded(t *testing.T) {
+	m := newNonceMinter(time.Minute)
+	m.usedMax = 8
+	now := m.start
+	m.now = func() time.Time { return now }
+	for i := 0; i < 8; i++ {
+		n, _ := m.issue("192.0.2.1")
+		if !m.consume(n) {
+			t.Fatalf("consume %d refused", i)
+		}
+	}
+	n, _ := m.issue("192.0.2.1")
+	if m.consume(n) {
+		t.Fatal("a full record of live nonces took another (a replay could follow an eviction)")
+	}
+	now = now.Add(2 * time.Minute)
+	n, _ = m.issue("192.0.2.1")
+	if !m.consume(n) || len(m.used) != 1 {
+		t.Fatalf("expired entries not dropped: %d left", len(m.used))
+	}
+}
+
+// TestNonceFloodFromManySourcesSparesMeta: 100,000 challenges to 10,000
+// addresses between Meta's 407 and its retry change nothing: nonces are
+// stateless, nothing is stored per challenge.
+func TestNonceFloodFromManySourcesSparesMeta(t *testing.T) {
+	m := newNonceMinter(time.Minute)
+	meta, mo := m.issue("157.240.0.1")
+	for i := 0; i < 100000; i++ {
+		m.issue(fmt.Sprintf("198.%d.%d.%d", 18+i/65536%2, i/256%256, i%256%250+1))
+	}
+	if got := m.check(meta, mo, "157.240.0.1"); got != authOK || !m.consume(meta) {
+		t.Fatalf("Meta's nonce after a 100k-challenge flood: %v, want ok", got)
+	}
+	if len(m.used) != 1 {
+		t.Fatalf("%d nonces recorded, want only the honoured one", len(m.used))
+	}
+}
+
+func testThrottle(limit int, trusted ...string) *failThrottle {
+	ts := newTrustSet(nil)
+	for _, a := range trusted {
+		ts.add(netip.MustParseAddr(a))
+	}
+	return newFailThrottle(limit, time.Minute, prefixer{v4: 24, v6: 64}.of, ts.trusted)
+}
+
 func TestFailThrottle(t *testing.T) {
-	th := newFailThrottle(3, time.Minute)
+	th := testThrottle(3)
 	now := time.Unix(0, 0)
 	th.now = func() time.Time { return now }
+	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.2")
 	for i := 0; i < 3; i++ {
-		if th.blocked("192.0.2.1") || !th.attempt("192.0.2.1") {
+		if th.blocked(a1) || !th.attempt(a1) {
 			t.Fatalf("blocked after %d failures", i)
 		}
 	}
-	if !th.blocked("192.0.2.1") || th.attempt("192.0.2.1") {
+	if !th.blocked(a1) || th.attempt(a1) {
 		t.Fatal("not blocked after 3 failures")
 	}
 	// An attempt given back (an expired nonce, not a guess) frees its slot.
-	th.undo("192.0.2.1")
-	if th.blocked("192.0.2.1") || !th.attempt("192.0.2.1") {
+	th.undo(a1)
+	if th.blocked(a1) || !th.attempt(a1) {
 		t.Fatal("undo did not free the attempt")
 	}
-	if th.blocked("192.0.2.2") {
+	if th.blocked(a2) {
 		t.Fatal("another source is blocked")
 	}
 	now = now.Add(2 * time.Minute)
-	if th.blocked("192.0.2.1") {
+	if th.blocked(a1) {
 		t.Fatal("still blocked after the window")
+	}
+}
+
+// TestThrottleCountsByPrefix: rotating through the addresses of one IPv6
+// /64 (or IPv4 /24) gets twice one address's guesses, not one per address;
+// an address that authenticated before is not blocked by its neighbours.
+func TestThrottleCountsByPrefix(t *testing.T) {
+	th := testThrottle(5, "2001:db8:1:2::ffff")
+	checked := 0
+	for i := 1; i <= 1000; i++ {
+		if th.attempt(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i))) {
+			checked++
+		}
+	}
+	if checked != 10 {
+		t.Fatalf("%d guesses checked from 1000 addresses of one /64, want 10", checked)
+	}
+	if !th.blocked(netip.MustParseAddr("2001:db8:1:2:dead::1")) {
+		t.Fatal("a fresh address of the blocked /64 is not blocked")
+	}
+	if th.blocked(netip.MustParseAddr("2001:db8:1:3::1")) {
+		t.Fatal("the neighbouring /64 is blocked")
+	}
+	if th.blocked(netip.MustParseAddr("2001:db8:1:2::ffff")) || !th.attempt(netip.MustParseAddr("2001:db8:1:2::ffff")) {
+		t.Fatal("a trusted address is blocked by strangers in its /64")
+	}
+	v4 := 0
+	for i := 1; i <= 250; i++ {
+		if th.attempt(netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", i))) {
+			v4++
+		}
+	}
+	if v4 != 10 {
+		t.Fatalf("%d guesses checked from one /24, want 10", v4)
+	}
+	// A success gives the prefix back its own booking only.
+	th2 := testThrottle(5)
+	ip := netip.MustParseAddr("192.0.2.7")
+	th2.attempt(ip)
+	th2.succeed(ip)
+	if f := th2.prefixes[netip.MustParsePrefix("192.0.2.0/24")]; f != nil && f.n != 0 {
+		t.Fatalf("prefix count %d after a success, want 0", f.n)
 	}
 }
 
@@ -216,40 +331,17 @@ func clearChallenges(res *ssip.Response) {
 	}
 }
 
-// TestNonceFloodFromOneSourceSparesOthers: one address asking for
-// challenges without end evicts only its own nonces; Meta's stays valid.
-func TestNonceFloodFromOneSourceSparesOthers(t *testing.T) {
-	s := newNonceStore(time.Minute, 64)
-	meta, mo := s.issue("157.240.0.1")
-	for i := 0; i < 10000; i++ {
-		s.issue("203.0.113.9")
-	}
-	if got := s.take(meta, mo); got != authOK {
-		t.Fatalf("Meta's nonce after a one-source flood: %v, want ok", got)
-	}
-	if len(s.nonces) > 64/8 || len(s.order) != len(s.nonces) {
-		t.Fatalf("the flooding source holds %d nonces (order %d), want at most %d", len(s.nonces), len(s.order), 64/8)
-	}
-	// Many sources still cannot grow the store past its size.
-	for i := 0; i < 1000; i++ {
-		s.issue("198.51.100." + strconv.Itoa(i%250))
-	}
-	if len(s.nonces) != 64 || len(s.order) != 64 {
-		t.Fatalf("store holds %d/%d nonces, want 64", len(s.nonces), len(s.order))
-	}
-}
-
 // TestThrottleHoldsUnderConcurrentGuesses: many goroutines guessing at
 // once from one address get at most the limit of checks.
 func TestThrottleHoldsUnderConcurrentGuesses(t *testing.T) {
-	th := newFailThrottle(5, time.Minute)
+	th := testThrottle(5)
 	var checked atomic.Int32
 	var wg sync.WaitGroup
 	for i := 0; i < 64; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if th.attempt("203.0.113.9") {
+			if th.attempt(netip.MustParseAddr("203.0.113.9")) {
 				checked.Add(1)
 			}
 		}()

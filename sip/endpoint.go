@@ -54,9 +54,22 @@ type Config struct {
 	ContactPort int
 	Allow       []netip.Prefix // empty = everyone may connect
 	MaxConns    int            // concurrent TLS connections; 0 = 64
-	NonceTTL    time.Duration  // 0 = 60 s
-	UserAgent   string
-	Logger      *slog.Logger
+	// ReservedConns of MaxConns only sources in Allow or addresses that
+	// authenticated before (Meta's gateways) may take; 0 = MaxConns/4.
+	ReservedConns int
+	// FirstMessage bounds the TLS handshake plus a first complete SIP
+	// message, and the gap between messages until one authenticated; 0 = 10 s.
+	FirstMessage time.Duration
+	// PrefixV4 and PrefixV6 are the prefix lengths the connection shares
+	// and the failure throttle count strangers by; 0 = 24 and 64.
+	PrefixV4, PrefixV6 int
+	NonceTTL           time.Duration // 0 = 60 s
+	// T1 is RFC 3261's round-trip estimate: our 200 OK is retransmitted at
+	// T1, 2·T1, … up to T2 = 8·T1 until the ACK comes, and the call is hung
+	// up after 64·T1 without one. 0 = 500 ms; tests shorten it.
+	T1        time.Duration
+	UserAgent string
+	Logger    *slog.Logger
 }
 
 // Handler receives calls that passed authentication. It runs on the
@@ -79,10 +92,13 @@ type Endpoint struct {
 	srv      *sipgo.Server
 	cli      *sipgo.Client
 	dua      *sipgo.DialogUA
-	nonces   *nonceStore
+	nonces   *nonceMinter
 	throttle *failThrottle
+	trust    *trustSet
+	prefix   prefixer
 	// INVITEs refused by the throttle, and when that was last logged.
 	throttled, throttleLog atomic.Int64
+	noACK                  atomic.Uint64
 
 	mu      sync.Mutex
 	dialogs map[string]*dialog
@@ -103,8 +119,26 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 64
 	}
+	if cfg.ReservedConns <= 0 || cfg.ReservedConns >= cfg.MaxConns {
+		cfg.ReservedConns = max(cfg.MaxConns/4, 1)
+	}
+	if cfg.FirstMessage == 0 {
+		cfg.FirstMessage = 10 * time.Second
+	}
+	if cfg.PrefixV4 <= 0 || cfg.PrefixV4 > 32 {
+		cfg.PrefixV4 = 24
+	}
+	if cfg.PrefixV6 <= 0 || cfg.PrefixV6 > 128 {
+		cfg.PrefixV6 = 64
+	}
 	if cfg.NonceTTL == 0 {
+		// Meta's retry comes one Internet round trip after the 407 (50–300 ms
+		// seen); a minute also covers a retry after a TCP reconnect. Later
+		// answers get stale=true and a fresh nonce, not a failure.
 		cfg.NonceTTL = 60 * time.Second
+	}
+	if cfg.T1 == 0 {
+		cfg.T1 = 500 * time.Millisecond
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "waphone"
@@ -119,10 +153,12 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 	e := &Endpoint{
 		cfg: cfg, digits: strings.TrimPrefix(cfg.Number, "+"), gwHost: gwHost, gwPort: gwPort,
 		log: cfg.Logger, h: h,
-		nonces:   newNonceStore(cfg.NonceTTL, 1024),
-		throttle: newFailThrottle(5, time.Minute),
-		dialogs:  make(map[string]*dialog),
+		nonces:  newNonceMinter(cfg.NonceTTL),
+		trust:   newTrustSet(cfg.Allow),
+		prefix:  prefixer{v4: cfg.PrefixV4, v6: cfg.PrefixV6},
+		dialogs: make(map[string]*dialog),
 	}
+	e.throttle = newFailThrottle(5, time.Minute, e.prefix.of, e.trust.trusted)
 	// Outbound TLS verifies the gateway's name whatever address we dial:
 	// sipgo would otherwise verify against the IP of GatewayAddr.
 	clientTLS := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.GatewayRoots, ServerName: gwHost}
@@ -178,16 +214,22 @@ func splitHostPortDefault(s string, def int) (string, int, error) {
 // Serve accepts SIP over TLS on ln until ctx ends. The allow-list and
 // connection cap run before the TLS handshake.
 func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config) error {
-	g := newGuardListener(ln, e.cfg.Allow, e.cfg.MaxConns, e.log)
+	g := newGuardListener(ln, tlsConf, guardConfig{
+		allow: e.cfg.Allow, trusted: e.trust.trusted, prefixOf: e.prefix.of,
+		maxConns: e.cfg.MaxConns, reserved: e.cfg.ReservedConns,
+		// idle outlasts a long call: Meta's connection may carry nothing for
+		// the whole call, and closing it would send our BYE the long way.
+		first: e.cfg.FirstMessage, idle: 2 * time.Hour,
+		maxMsg: ssip.ParseMaxMessageLength, log: e.log,
+	})
 	e.mu.Lock()
 	e.guards = append(e.guards, g)
 	e.mu.Unlock()
-	tl := tls.NewListener(g, tlsConf)
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close()
 	}()
-	err := e.srv.ServeTLS(tl)
+	err := e.srv.ServeTLS(g)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -198,15 +240,51 @@ func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Conf
 // gave too many wrong digest answers.
 func (e *Endpoint) Throttled() int64 { return e.throttled.Load() }
 
-// Refused reports connections dropped by the allow-list and by the cap.
+// Refused reports connections dropped by the allow-list and by the
+// connection caps (all of them; Guard breaks them down).
 func (e *Endpoint) Refused() (notAllowed, overLimit uint64) {
+	st := e.Guard()
+	return st.NotAllowed, st.OverTotal + st.OverStrangers + st.OverPrefix + st.OverAddr
+}
+
+// Guard returns the defence counters of all listeners and the digest check.
+func (e *Endpoint) Guard() GuardStats {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, g := range e.guards {
-		notAllowed += g.refused.Load()
-		overLimit += g.overflow.Load()
+	guards := append([]*guardListener(nil), e.guards...)
+	e.mu.Unlock()
+	var st GuardStats
+	for _, g := range guards {
+		s := g.stats()
+		st.NotAllowed += s.NotAllowed
+		st.OverTotal += s.OverTotal
+		st.OverStrangers += s.OverStrangers
+		st.OverPrefix += s.OverPrefix
+		st.OverAddr += s.OverAddr
+		st.FirstTimeouts += s.FirstTimeouts
+		st.IdleTimeouts += s.IdleTimeouts
+		st.TLSFailures += s.TLSFailures
+		st.TooLarge += s.TooLarge
+		st.TooLargeDrops += s.TooLargeDrops
+		st.Open += s.Open
+		st.Authenticated += s.Authenticated
 	}
-	return notAllowed, overLimit
+	st.Throttled = e.throttled.Load()
+	st.NoACK = e.noACK.Load()
+	st.Trusted = e.trust.len()
+	return st
+}
+
+// authenticated tells the listeners that a request from src passed digest
+// authentication: its connection gets the long idle limit, its address a
+// reserved seat from now on.
+func (e *Endpoint) authenticated(src string) {
+	e.trust.add(sourceIP(src))
+	e.mu.Lock()
+	guards := append([]*guardListener(nil), e.guards...)
+	e.mu.Unlock()
+	for _, g := range guards {
+		g.authenticated(src)
+	}
 }
 
 // Close ends all transports. Calls still up are not hung up: the caller
@@ -300,7 +378,9 @@ func (e *Endpoint) onAck(req *ssip.Request, tx ssip.ServerTransaction) {
 	if d := e.findDialog(req); d != nil && d.srv != nil {
 		if err := d.srv.ReadAck(req, tx); err != nil {
 			e.log.Debug("sip: ACK not for the current INVITE", "err", err)
+			return
 		}
+		d.gotAck()
 	}
 }
 

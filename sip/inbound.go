@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +17,7 @@ import (
 type InboundCall struct {
 	Call
 	req      *ssip.Request
+	tx       ssip.ServerTransaction
 	answered chan struct{} // closed once a final response went out (or the call ended)
 	once     sync.Once
 	finalMu  sync.Mutex
@@ -64,7 +65,18 @@ func (c *InboundCall) Progress(sdp []byte) error {
 	return nil
 }
 
-// Answer sends 200 OK with our SDP answer and waits for Meta's ACK.
+// Answer sends 200 OK with our SDP answer and waits for Meta's ACK,
+// retransmitting the 200 as RFC 3261 §13.3.1.4 says (T1, 2·T1, … capped at
+// T2). Without an ACK after 64·T1 it hangs up with a BYE (Reason: SIP
+// 408) and returns an error wrapping ErrNoACK; the call then ended with
+// EndNoACK.
+//
+// sipgo's DialogServerSession.WriteResponse (v1.7.2) is not used for the
+// 200: its loop rebuilds the 64·T1 timer on every pass, so it never
+// fires, and it retransmits every max(2·T1, T2) = 4 s instead of doubling
+// from T1 (docs/meta-wire.md). The 200 goes to the INVITE server
+// transaction directly, which in its Accepted state (RFC 6026) passes
+// our retransmissions to the transport.
 func (c *InboundCall) Answer(ctx context.Context, sdp []byte) error {
 	if err := c.claimFinal(); err != nil {
 		return err
@@ -79,21 +91,23 @@ func (c *InboundCall) Answer(ctx context.Context, sdp []byte) error {
 	}
 	ct := c.d.e.contact()
 	res.AppendHeader(&ct)
-	errc := make(chan error, 1)
-	go func() { errc <- c.d.srv.WriteResponse(res) }()
 	select {
-	case err := <-errc:
-		if err != nil {
-			c.d.end(EndFailed, err.Error())
-			return fmt.Errorf("sending 200 OK: %w", err)
+	case <-c.tx.Done():
+		// CANCEL (or the connection's end) won the race against our answer.
+		err := c.tx.Err()
+		if errors.Is(err, ssip.ErrTransactionCanceled) {
+			c.d.end(EndCancelled, "CANCEL")
+		} else {
+			c.d.end(EndFailed, fmt.Sprintf("INVITE transaction ended before the answer: %v", err))
 		}
-		return nil
-	case <-c.d.done:
-		by, _ := c.d.ended()
-		return fmt.Errorf("call ended before ACK (%s)", by)
-	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("call ended before the answer: %w", err)
+	default:
 	}
+	if err := c.tx.Respond(res); err != nil {
+		c.d.end(EndFailed, err.Error())
+		return fmt.Errorf("sending 200 OK: %w", err)
+	}
+	return c.d.awaitAck(ctx, c.tx, res)
 }
 
 // Reject declines the call with a final status (486 busy, 480 no answer, 603 declined).
@@ -127,7 +141,7 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 		return
 	}
 	src := req.Source()
-	ip, _, _ := net.SplitHostPort(src)
+	ip := sourceIP(src)
 	if e.throttle.blocked(ip) {
 		e.noteThrottled(src)
 		e.respond(req, tx, 403, "Forbidden")
@@ -180,8 +194,11 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 		d.reuse = src
 	}
 	d.info = callInfoFromInvite(req)
+	if cs := req.CSeq(); cs != nil {
+		d.inviteCSeq = cs.SeqNo
+	}
 	e.addDialog(d)
-	call := &InboundCall{Call: Call{d: d}, req: req, answered: make(chan struct{})}
+	call := &InboundCall{Call: Call{d: d}, req: req, tx: tx, answered: make(chan struct{})}
 	e.log.Info("incoming call", "call", d.info)
 
 	e.h.IncomingCall(call)
@@ -191,19 +208,35 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 	select {
 	case <-call.answered:
 	case <-srv.Context().Done():
+		if call.finalClaimed() {
+			// Our final response is on its way (the 200 may be waiting for
+			// its ACK past the transaction's end): that path ends the call.
+			<-call.answered
+			return
+		}
 		if d.end(EndCancelled, "CANCEL") {
 			e.log.Info("call cancelled by caller before answer", "call", d.info)
 		}
 	}
 }
 
+func (c *InboundCall) finalClaimed() bool {
+	c.finalMu.Lock()
+	defer c.finalMu.Unlock()
+	return c.final
+}
+
 // authorize runs our digest challenge. It answers 407/403 itself and
 // reports whether the INVITE may proceed.
-func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip string) bool {
+func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip netip.Addr) bool {
+	addr := ip.String()
+	challenge := func(stale bool) {
+		nonce, opaque := e.nonces.issue(addr)
+		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, stale))
+	}
 	h := req.GetHeader("Proxy-Authorization")
 	if h == nil {
-		nonce, opaque := e.nonces.issue(ip)
-		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, false))
+		challenge(false)
 		return false
 	}
 	if !e.throttle.attempt(ip) {
@@ -225,17 +258,15 @@ func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip st
 		return false
 	}
 	// Check the nonce before the response so that a replay costs nothing
-	// and tells nothing; a nonce is consumed either way.
-	switch e.nonces.take(creds.Nonce, creds.Opaque) {
+	// and tells nothing.
+	switch e.nonces.check(creds.Nonce, creds.Opaque, addr) {
 	case authChallenge:
 		e.throttle.undo(ip)
-		nonce, opaque := e.nonces.issue(ip)
-		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, false))
+		challenge(false)
 		return false
 	case authStale:
 		e.throttle.undo(ip)
-		nonce, opaque := e.nonces.issue(ip)
-		e.respond(req, tx, 407, "Proxy Authentication Required", challengeHeader(e.cfg.Hostname, nonce, opaque, true))
+		challenge(true)
 		return false
 	case authForbidden:
 		verr = errors.New("opaque does not match the nonce")
@@ -245,7 +276,14 @@ func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip st
 		e.respond(req, tx, 403, "Forbidden")
 		return false
 	}
+	if !e.nonces.consume(creds.Nonce) {
+		// Honoured a moment ago by a concurrent copy of this request.
+		e.throttle.undo(ip)
+		challenge(false)
+		return false
+	}
 	e.throttle.succeed(ip)
+	e.authenticated(req.Source())
 	return true
 }
 

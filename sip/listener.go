@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -100,35 +101,80 @@ func ServerTLSConfig(get func() (*tls.Certificate, error)) *tls.Config {
 	}
 }
 
-// guardListener drops connections from outside the allow-list before any TLS
-// work, caps concurrent connections, and bounds how long a connection may
-// sit idle, so that strangers cost (almost) nothing.
+// guardListener drops connections from outside the allow-list before any
+// TLS work, budgets the connections strangers may hold, and bounds how
+// long a connection may take to prove itself, so that strangers cost
+// (almost) nothing and cannot lock Meta out:
+//
+//   - at most maxConns connections; reserved of them only trusted sources
+//     (sip.allow, addresses that authenticated before) may take;
+//   - unauthenticated connections from strangers at most perPrefix per
+//     /24 (/64) and perAddr per address;
+//   - the TLS handshake and a first complete SIP message within first,
+//     then at most first between messages until a request on the
+//     connection authenticated (the endpoint says so through
+//     authenticated); only then the long idle limit.
+//
+// Above TLS it frames the SIP stream the way sipgo will, so that an
+// over-long message is answered 513 and skipped instead of costing the
+// connection (see sipConn.frame).
 type guardListener struct {
 	net.Listener
-	allow    []netip.Prefix
-	sem      chan struct{}
-	idle     time.Duration
-	first    time.Duration
-	log      *slog.Logger
-	refused  atomic.Uint64
-	overflow atomic.Uint64
-	lastLog  atomic.Int64
+	tls       *tls.Config
+	allow     []netip.Prefix
+	trusted   func(netip.Addr) bool
+	prefixOf  func(netip.Addr) netip.Prefix
+	maxConns  int
+	reserved  int
+	perPrefix int
+	perAddr   int
+	first     time.Duration
+	idle      time.Duration
+	maxMsg    int
+	log       *slog.Logger
+	lastLog   atomic.Int64
 
-	// One source may hold at most a quarter of the connections, so a
-	// single stranger (when sip.allow is empty) cannot lock Meta out.
-	maxPerIP int
-	mu       sync.Mutex
-	perIP    map[netip.Addr]int
+	notAllowed, overTotal, overStrangers, overPrefix, overAddr        atomic.Uint64
+	firstTimeouts, idleTimeouts, tlsFailures, tooLarge, tooLargeDrops atomic.Uint64
+
+	mu        sync.Mutex
+	total     int
+	strangers int
+	byPrefix  map[netip.Prefix]int
+	byAddr    map[netip.Addr]int
+	conns     map[string]*sipConn // by remote address, as sipgo names the source
+	authed    int
 }
 
-func newGuardListener(l net.Listener, allow []netip.Prefix, maxConns int, log *slog.Logger) *guardListener {
-	return &guardListener{
-		Listener: l, allow: allow, sem: make(chan struct{}, maxConns),
-		// idle outlasts a long call: Meta's connection may carry nothing for
-		// the whole call, and closing it would send our BYE the long way.
-		idle: 2 * time.Hour, first: 10 * time.Second, log: log,
-		maxPerIP: max(maxConns/4, 1), perIP: make(map[netip.Addr]int),
+type guardConfig struct {
+	allow    []netip.Prefix
+	trusted  func(netip.Addr) bool
+	prefixOf func(netip.Addr) netip.Prefix
+	maxConns int
+	reserved int
+	first    time.Duration
+	idle     time.Duration
+	maxMsg   int
+	log      *slog.Logger
+}
+
+func newGuardListener(l net.Listener, tlsConf *tls.Config, c guardConfig) *guardListener {
+	pool := max(c.maxConns-c.reserved, 1)
+	g := &guardListener{
+		Listener: l, tls: tlsConf, allow: c.allow, trusted: c.trusted, prefixOf: c.prefixOf,
+		maxConns: c.maxConns, reserved: c.reserved,
+		perPrefix: max(c.maxConns/4, 1), perAddr: max(c.maxConns/8, 1),
+		first: c.first, idle: c.idle, maxMsg: c.maxMsg, log: c.log,
+		byPrefix: make(map[netip.Prefix]int), byAddr: make(map[netip.Addr]int), conns: make(map[string]*sipConn),
 	}
+	return g.withPool(pool)
+}
+
+// withPool caps the per-source shares at the strangers' pool.
+func (g *guardListener) withPool(pool int) *guardListener {
+	g.perPrefix = min(g.perPrefix, pool)
+	g.perAddr = min(g.perAddr, g.perPrefix)
+	return g
 }
 
 func remoteIP(addr net.Addr) netip.Addr {
@@ -140,38 +186,10 @@ func remoteIP(addr net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// take counts a connection from ip, or says no when ip holds its share.
-func (g *guardListener) take(ip netip.Addr) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.perIP[ip] >= g.maxPerIP {
-		return false
-	}
-	g.perIP[ip]++
-	return true
-}
-
-func (g *guardListener) release(ip netip.Addr) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.perIP[ip]--; g.perIP[ip] <= 0 {
-		delete(g.perIP, ip)
-	}
-}
-
-func (g *guardListener) allowed(addr net.Addr) bool {
+func (g *guardListener) allowed(ip netip.Addr) bool {
 	if len(g.allow) == 0 {
 		return true
 	}
-	ta, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return false
-	}
-	ip, ok := netip.AddrFromSlice(ta.IP)
-	if !ok {
-		return false
-	}
-	ip = ip.Unmap()
 	for _, p := range g.allow {
 		if p.Contains(ip) {
 			return true
@@ -180,14 +198,55 @@ func (g *guardListener) allowed(addr net.Addr) bool {
 	return false
 }
 
+// seat takes a connection seat for ip, or names the counter of the refusal.
+func (g *guardListener) seat(ip netip.Addr, trusted bool) *atomic.Uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total >= g.maxConns {
+		return &g.overTotal
+	}
+	if !trusted {
+		pf := g.prefixOf(ip)
+		switch {
+		case g.strangers >= g.maxConns-g.reserved:
+			return &g.overStrangers
+		case g.byPrefix[pf] >= g.perPrefix:
+			return &g.overPrefix
+		case g.byAddr[ip] >= g.perAddr:
+			return &g.overAddr
+		}
+		g.strangers++
+		g.byPrefix[pf]++
+		g.byAddr[ip]++
+	}
+	g.total++
+	return nil
+}
+
+// unseatStranger gives back a stranger's share; g.mu is held.
+func (g *guardListener) unseatStranger(ip netip.Addr) {
+	g.strangers--
+	pf := g.prefixOf(ip)
+	if g.byPrefix[pf]--; g.byPrefix[pf] <= 0 {
+		delete(g.byPrefix, pf)
+	}
+	if g.byAddr[ip]--; g.byAddr[ip] <= 0 {
+		delete(g.byAddr, ip)
+	}
+}
+
 // logRefusal logs at most once per 10 s, so that a scan cannot flood the journal.
-func (g *guardListener) logRefusal(msg string, addr net.Addr) {
+func (g *guardListener) logRefusal(msg string, remote string) {
 	now := time.Now().UnixNano()
 	last := g.lastLog.Load()
 	if now-last < int64(10*time.Second) || !g.lastLog.CompareAndSwap(last, now) {
 		return
 	}
-	g.log.Warn(msg, "remote", addr.String(), "refused_total", g.refused.Load(), "over_limit_total", g.overflow.Load())
+	st := g.stats()
+	g.log.Warn(msg, "remote", remote, "refused_not_allowed", st.NotAllowed,
+		"refused_over_limit", st.OverTotal+st.OverStrangers+st.OverPrefix+st.OverAddr,
+		"closed_slow", st.FirstTimeouts+st.IdleTimeouts, "tls_failures", st.TLSFailures,
+		"too_large", st.TooLarge+st.TooLargeDrops)
 }
 
 func (g *guardListener) Accept() (net.Conn, error) {
@@ -196,55 +255,179 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !g.allowed(c.RemoteAddr()) {
-			g.refused.Add(1)
-			g.logRefusal("refused connection from outside sip.allow", c.RemoteAddr())
-			_ = c.Close()
-			continue
-		}
 		ip := remoteIP(c.RemoteAddr())
-		if !g.take(ip) {
-			g.overflow.Add(1)
-			g.logRefusal("too many SIP connections from one address; refusing", c.RemoteAddr())
+		if !g.allowed(ip) {
+			g.notAllowed.Add(1)
+			g.logRefusal("refused connection from outside sip.allow", c.RemoteAddr().String())
 			_ = c.Close()
 			continue
 		}
-		select {
-		case g.sem <- struct{}{}:
-		default:
-			g.release(ip)
-			g.overflow.Add(1)
-			g.logRefusal("too many SIP connections; refusing", c.RemoteAddr())
+		trusted := g.trusted(ip)
+		if refused := g.seat(ip, trusted); refused != nil {
+			refused.Add(1)
+			g.logRefusal("SIP connection over the limits; refusing", c.RemoteAddr().String())
 			_ = c.Close()
 			continue
 		}
-		// The first deadline covers the TLS handshake and the first message.
+		// The first deadline covers the TLS handshake and the first message;
+		// handshake bytes do not move it.
 		_ = c.SetReadDeadline(time.Now().Add(g.first))
-		return &guardConn{Conn: c, g: g, ip: ip}, nil
+		sc := &sipConn{Conn: tls.Server(c, g.tls), g: g, ip: ip, key: c.RemoteAddr().String(), stranger: !trusted,
+			buf: make([]byte, 16<<10)}
+		g.mu.Lock()
+		g.conns[sc.key] = sc
+		g.mu.Unlock()
+		return sc, nil
 	}
 }
 
-type guardConn struct {
-	net.Conn
-	g    *guardListener
-	ip   netip.Addr
-	once sync.Once
-}
-
-func (c *guardConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 {
-		_ = c.Conn.SetReadDeadline(time.Now().Add(c.g.idle))
+// authenticated is the endpoint's word that a request from src (sipgo's
+// source address) passed digest authentication: that connection may now
+// idle the long limit and no longer counts against the strangers' shares.
+func (g *guardListener) authenticated(src string) {
+	g.mu.Lock()
+	c := g.conns[src]
+	if c == nil || c.authed.Load() {
+		g.mu.Unlock()
+		return
 	}
-	return n, err
+	c.authed.Store(true)
+	g.authed++
+	if c.stranger {
+		c.stranger = false
+		g.unseatStranger(c.ip)
+	}
+	g.mu.Unlock()
+	_ = c.Conn.SetReadDeadline(time.Now().Add(g.idle))
 }
 
-func (c *guardConn) Close() error {
+func (g *guardListener) release(c *sipConn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conns[c.key] == c {
+		delete(g.conns, c.key)
+	}
+	g.total--
+	if c.stranger {
+		c.stranger = false
+		g.unseatStranger(c.ip)
+	}
+	if c.authed.Load() {
+		g.authed--
+	}
+}
+
+func (g *guardListener) stats() GuardStats {
+	st := GuardStats{
+		NotAllowed: g.notAllowed.Load(), OverTotal: g.overTotal.Load(), OverStrangers: g.overStrangers.Load(),
+		OverPrefix: g.overPrefix.Load(), OverAddr: g.overAddr.Load(), FirstTimeouts: g.firstTimeouts.Load(),
+		IdleTimeouts: g.idleTimeouts.Load(), TLSFailures: g.tlsFailures.Load(), TooLarge: g.tooLarge.Load(),
+		TooLargeDrops: g.tooLargeDrops.Load(),
+	}
+	g.mu.Lock()
+	st.Open, st.Authenticated = g.total, g.authed
+	g.mu.Unlock()
+	return st
+}
+
+// sipConn is one accepted TLS connection as sipgo sees it.
+type sipConn struct {
+	*tls.Conn
+	g        *guardListener
+	ip       netip.Addr
+	key      string
+	stranger bool // holds a stranger's share; guarded by g.mu
+	authed   atomic.Bool
+	once     sync.Once
+
+	// Read side, used by sipgo's one reading goroutine only.
+	buf     []byte
+	pending []byte
+	rerr    error
+	fr      framer
+	gotMsg  bool
+}
+
+var errTooLarge = errors.New("SIP message over the size limit, no message boundary to skip to")
+
+func (c *sipConn) Read(b []byte) (int, error) {
+	for len(c.pending) == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		n, err := c.Conn.Read(c.buf)
+		if n > 0 {
+			if c.authed.Load() {
+				_ = c.Conn.SetReadDeadline(time.Now().Add(c.g.idle))
+			}
+			out, ferr := c.fr.feed(c.buf[:n], c.g.maxMsg, c)
+			c.pending = out
+			if ferr != nil {
+				c.g.tooLargeDrops.Add(1)
+				c.g.logRefusal("closing a SIP connection: message over the size limit", c.key)
+				c.rerr = io.EOF // sipgo closes the connection
+			}
+		}
+		if err != nil && c.rerr == nil {
+			c.rerr = c.readError(err)
+		}
+	}
+	n := copy(b, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// readError counts why a connection ended. Timeouts and handshake failures
+// reach sipgo as a plain EOF: it logs other read errors at Error level,
+// once per connection, which a scan would turn into a journal flood; the
+// guard's own log line is rate-limited.
+func (c *sipConn) readError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		switch {
+		case !c.gotMsg:
+			c.g.firstTimeouts.Add(1)
+			c.g.logRefusal("closing a SIP connection: no TLS handshake and first message in time", c.key)
+		case !c.authed.Load():
+			c.g.idleTimeouts.Add(1)
+			c.g.logRefusal("closing an unauthenticated SIP connection gone quiet", c.key)
+		}
+		return io.EOF
+	case !c.ConnectionState().HandshakeComplete:
+		c.g.tlsFailures.Add(1)
+		c.g.logRefusal("closing a SIP connection: TLS handshake failed", c.key)
+		return io.EOF
+	}
+	return err
+}
+
+// message is the framer's word that one whole message went up (or was
+// skipped): an unauthenticated connection gets first again for the next.
+func (c *sipConn) message() {
+	c.gotMsg = true
+	if !c.authed.Load() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.g.first))
+	}
+}
+
+// tooLarge answers an over-long request 513 from its header section; the
+// framer skips its body.
+func (c *sipConn) tooLarge(head []byte) {
+	c.g.tooLarge.Add(1)
+	c.g.logRefusal("SIP message over the size limit answered 513", c.key)
+	res := response513(head, c.key)
+	if res == nil {
+		return
+	}
+	// A peer that does not read must not stall the connection's reader for long.
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Conn.Write(res)
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+}
+
+func (c *sipConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() {
-		<-c.g.sem
-		c.g.release(c.ip)
-	})
+	c.once.Do(func() { c.g.release(c) })
 	return err
 }
 

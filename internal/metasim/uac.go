@@ -34,6 +34,10 @@ type CallOptions struct {
 	ReturnOnRinging bool
 	// ExtraHeaders are appended to the INVITE (before Content-Type).
 	ExtraHeaders []sip.Header
+	// AuthDelay is the pause between the business's 407/401 and the
+	// authenticated retry. Meta's retry comes one Internet round trip
+	// later (50–300 ms); 0 retries at once.
+	AuthDelay time.Duration
 }
 
 // Call places a user-initiated call: it dials TLS to target ("host:port",
@@ -193,6 +197,14 @@ func (c *Call) runInvite(req *sip.Request) {
 				pw = s.cfg.Password
 			}
 			name, val, err := credentials(res, string(sip.INVITE), req.Recipient, digits(s.cfg.BusinessNumber), pw)
+			if err == nil && c.opt.AuthDelay > 0 {
+				select {
+				case <-time.After(c.opt.AuthDelay):
+				case <-s.ctx.Done():
+					c.fail(ErrClosed)
+					return
+				}
+			}
 			if err == nil {
 				answered++
 				c.mu.Lock()
