@@ -3,6 +3,7 @@ package phone_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -430,4 +431,40 @@ func TestCallBackByBSUID(t *testing.T) {
 	}
 	_ = r.phone.Hangup()
 	r.waitState(t, phone.Idle)
+}
+
+// TestUnACKedAnswerHangsUp: Meta never ACKs our 200. From the moment the
+// 200 is out the phone says "answering" (never "ringing"); after 64·T1
+// (T1 is short here) sip gives up with a BYE that says why, the call is
+// logged as ended for lack of ACK, and the phone is free.
+func TestUnACKedAnswerHangsUp(t *testing.T) {
+	r := newRig(t, rigOpts{t1: 20 * time.Millisecond})
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user, NoACK: true})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("call: %v %v", err, c)
+	}
+	if st := r.phone.Status().State; st != phone.Answering {
+		t.Fatalf("state %s after our 200, want answering", st)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no BYE after 64·T1")
+	}
+	bye := c.ByeRequest()
+	if bye == nil || bye.GetHeader("Reason") == nil || !strings.Contains(bye.GetHeader("Reason").Value(), "ACK") {
+		t.Fatalf("BYE %v: want one whose Reason names the missing ACK", bye)
+	}
+	if last := r.lastEnd(t); last.EndedBy != sip.EndNoACK {
+		t.Fatalf("summary %+v, want ended by %s", last, sip.EndNoACK)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	answering := false
+	for _, ev := range r.events {
+		answering = answering || ev.Kind == phone.EvAnswering
+		if answering && ev.State == phone.Ringing {
+			t.Fatalf("event %+v says ringing after the 200", ev)
+		}
+	}
 }

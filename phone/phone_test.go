@@ -58,6 +58,7 @@ type rigOpts struct {
 	autoDelay    time.Duration     // phone.auto_answer_delay
 	answerDelay  time.Duration     // metasim's ringing before it answers our calls
 	onEvent      func(phone.Event) // besides the rig's own record
+	t1           time.Duration     // SIP's T1 (0: 500 ms)
 }
 
 func logger() *slog.Logger { return rigLogger(false) }
@@ -148,7 +149,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	}
 	r.ep, err = sip.New(sip.Config{
 		Hostname: o.ourHost, Number: business, Password: func() (string, error) { return password, nil },
-		GatewayAddr: sim.Addr(), GatewayRoots: sim.CA().Pool(), ContactPort: ln.Addr().(*net.TCPAddr).Port,
+		GatewayAddr: sim.Addr(), GatewayRoots: sim.CA().Pool(), ContactPort: ln.Addr().(*net.TCPAddr).Port, T1: o.t1,
 		Logger: rigLogger(o.quiet).With("side", "waphone-sip"),
 	}, r.phone)
 	if err != nil {

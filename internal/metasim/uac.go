@@ -38,6 +38,9 @@ type CallOptions struct {
 	// authenticated retry. Meta's retry comes one Internet round trip
 	// later (50–300 ms); 0 retries at once.
 	AuthDelay time.Duration
+	// NoACK makes metasim never ACK the business's 200 (an ACK lost for
+	// good): the business must stop resending it after 64·T1 and hang up.
+	NoACK bool
 }
 
 // Call places a user-initiated call: it dials TLS to target ("host:port",
@@ -392,10 +395,14 @@ func (c *Call) finalize(res *sip.Response) {
 	c.invCSeq = res.CSeq().SeqNo
 	cancelled := c.cancelRequested
 	ack := c.buildAckLocked(c.invCSeq)
-	c.lastAck = ack
+	if !c.opt.NoACK {
+		c.lastAck = ack // reAck answers retransmissions with it
+	}
 	c.mu.Unlock()
 
-	c.writeAck(ack)
+	if !c.opt.NoACK {
+		c.writeAck(ack)
+	}
 	ctx, cancel := context.WithTimeout(c.sim.ctx, 5*time.Second)
 	defer cancel()
 	if err := c.media.setAnswer(res.Body()); err != nil {
