@@ -39,6 +39,8 @@ usage:
   waphone demo                      a demo call each way against a built-in Meta emulator
   waphone call [-config FILE] +NUMBER
                                     call a WhatsApp user (through the daemon if it runs)
+  waphone permission [-config FILE] [--request [-text T | -template NAME -lang CODE]] +NUMBER|BSUID
+                                    may we call this user now (Meta's call permissions); ask them
   waphone dtmf [-config FILE] DIGITS  send DTMF (0-9 * # A-D) on the call in progress
   waphone answer|hangup|mute|status [-config FILE]
                                     drive the running daemon over its control socket
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCall(ctx, rest, stdout, stderr)
 	case "dtmf":
 		err = cmdDTMF(ctx, rest, stdout, stderr)
+	case "permission":
+		err = cmdPermission(ctx, rest, stdout, stderr)
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "doctor":
@@ -304,7 +308,7 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "call", Number: number})
 		if err == nil {
 			if !rep.OK {
-				return errors.New(rep.Error)
+				return explainCallFailure(errors.New(rep.Error), number)
 			}
 			fmt.Fprintf(stdout, "answered: the call to %s is up on the phone\n", number)
 			return nil
@@ -318,7 +322,7 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer d.close()
 	if err := d.phone.Call(ctx, number); err != nil {
-		return err
+		return explainCallFailure(err, number)
 	}
 	fmt.Fprintf(stdout, "answered: talking to %s (Ctrl-C hangs up)\n", number)
 	done := ctx.Done()
