@@ -415,21 +415,14 @@ func cmdHistory(args []string, stdout, stderr io.Writer) error {
 	if torn > 0 {
 		fmt.Fprintf(stderr, "warning: %d unreadable line(s) skipped in %s (a power cut mid-write)\n", torn, store.Path())
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, r := range recs {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+	events, tornWH, err := store.ReadWebhooks(since)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", "START", "DIR", "REMOTE", "DURATION", "ENDED BY", "WACID")
-	for _, r := range recs {
-		fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", r.Start.Local().Format("2006-01-02 15:04:05"),
-			r.Direction, r.Remote, r.Duration.Round(time.Second), r.EndedBy, r.WACID)
+	if tornWH > 0 {
+		fmt.Fprintf(stderr, "warning: %d unreadable webhook line(s) skipped (a power cut mid-write)\n", tornWH)
 	}
-	return nil
+	return printHistory(stdout, recs, events, *asJSON)
 }
 
 func cmdDTMF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
