@@ -159,6 +159,8 @@ func (e *Error) Error() string {
 // Hint says what the user should fix, for the errors set-up runs into.
 func (e *Error) Hint() string {
 	switch {
+	case e.SIPEnabled():
+		return "Meta refuses calling-related Graph endpoints while SIP is enabled on this number (the guide says so); WhatsApp Manager's call logs show what Meta did"
 	case e.Code == 190:
 		return "the access token is invalid or expired: create a new one (a System User token does not expire) and write it to graph.token_file"
 	case e.Code == 10 || e.Code == 200 || (e.Code >= 200 && e.Code < 300):
@@ -167,7 +169,7 @@ func (e *Error) Hint() string {
 		return "check graph.phone_number_id: it is the number's ID in WhatsApp Manager, not the phone number"
 	case e.Code == 100:
 		return "Meta rejected a parameter: check the values in your config"
-	case e.Code == 4 || e.Code == 80007 || e.HTTPStatus == 429:
+	case e.Code == 4 || e.Code == 613 || e.Code == 80007 || e.HTTPStatus == 429:
 		return "rate limited: wait a few minutes"
 	case e.HTTPStatus >= 500:
 		return "Meta's side failed: try again later"
@@ -175,12 +177,15 @@ func (e *Error) Hint() string {
 	return ""
 }
 
-func (c *Client) endpoint(query url.Values) string {
+func (c *Client) endpoint(query url.Values) string { return c.edgeURL("settings", query) }
+
+// edgeURL is <base>/<version>/<PHONE_NUMBER_ID>/<edge>?query.
+func (c *Client) edgeURL(edge string, query url.Values) string {
 	base := strings.TrimRight(c.BaseURL, "/")
 	if base == "" {
 		base = DefaultBaseURL
 	}
-	u := base + "/" + url.PathEscape(c.Version) + "/" + url.PathEscape(c.PhoneNumberID) + "/settings"
+	u := base + "/" + url.PathEscape(c.Version) + "/" + url.PathEscape(c.PhoneNumberID) + "/" + edge
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -196,6 +201,7 @@ func (c *Client) redact(err error) error {
 }
 
 func (c *Client) do(ctx context.Context, method, u string, body []byte, out any) error {
+	edge := edgeName(u)
 	if c.PhoneNumberID == "" || c.Version == "" {
 		return errors.New("graph: phone_number_id and version are required")
 	}
@@ -226,13 +232,13 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, out any)
 		}
 		res, err := hc.Do(req)
 		if err != nil {
-			last = c.redact(fmt.Errorf("graph %s settings: %w", method, err))
+			last = c.redact(fmt.Errorf("graph %s %s: %w", method, edge, err))
 			continue // network errors may pass
 		}
 		b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 		res.Body.Close()
 		if err != nil {
-			last = fmt.Errorf("graph %s settings: reading reply: %w", method, err)
+			last = fmt.Errorf("graph %s %s: reading reply: %w", method, edge, err)
 			continue
 		}
 		if res.StatusCode >= 300 {
@@ -252,12 +258,20 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, out any)
 		}
 		if out != nil {
 			if err := json.Unmarshal(b, out); err != nil {
-				return fmt.Errorf("graph %s settings: unexpected reply: %w", method, err)
+				return fmt.Errorf("graph %s %s: unexpected reply: %w", method, edge, err)
 			}
 		}
 		return nil
 	}
 	return last
+}
+
+// edgeName is the last path element of u ("settings", "messages"), for errors.
+func edgeName(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		u = u[:i]
+	}
+	return u[strings.LastIndexByte(u, '/')+1:]
 }
 
 // Get reads the settings; with credentials it includes sip_user_password.

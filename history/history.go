@@ -41,7 +41,7 @@ type Record struct {
 type Store struct {
 	mu        sync.Mutex
 	path      string
-	dirSynced bool
+	dirSynced map[string]bool // per file: its directory entry reached the disk
 }
 
 func syncDir(dir string) error {
@@ -70,16 +70,22 @@ func (s *Store) Append(r Record) error {
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
+	return s.appendLine(s.path, b)
+}
+
+// appendLine appends one JSON line to path and fsyncs it (and, once, the
+// directory).
+func (s *Store) appendLine(path string, b []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
 	// A torn last line from a power cut must not swallow this record.
 	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
 		last := make([]byte, 1)
-		if rf, err := os.Open(s.path); err == nil {
+		if rf, err := os.Open(path); err == nil {
 			if _, err := rf.ReadAt(last, fi.Size()-1); err == nil && last[0] != '\n' {
 				b = append([]byte{'\n'}, b...)
 			}
@@ -90,11 +96,16 @@ func (s *Store) Append(r Record) error {
 	if err == nil {
 		err = f.Sync()
 	}
-	if err == nil && !s.dirSynced {
+	if err == nil && !s.dirSynced[path] {
 		// The file's directory entry must reach the disk too, or a power
 		// cut after the first call can lose the whole file.
-		err = syncDir(filepath.Dir(s.path))
-		s.dirSynced = err == nil
+		err = syncDir(filepath.Dir(path))
+		if err == nil {
+			if s.dirSynced == nil {
+				s.dirSynced = map[string]bool{}
+			}
+			s.dirSynced[path] = true
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

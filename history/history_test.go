@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,5 +154,63 @@ func TestOngoingCallRecoveredAsInterrupted(t *testing.T) {
 	}
 	if err := after.Touch(time.Now()); err != nil {
 		t.Fatalf("touch with no call: %v", err)
+	}
+}
+
+func TestWebhooksJoinByWACID(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+	// One call logged from its Call-ID ("outgoing:wacid.…"), one with no WACID.
+	recs := []Record{
+		{Direction: "inbound", Remote: "+16315553601", WACID: "outgoing:wacid.ABGGFjFVU2AfAgo6V-Hc5eCgK5Gh", Start: t0, End: t0.Add(2 * time.Minute)},
+		{Direction: "outbound", Remote: "+16315553602", Start: t0.Add(time.Hour), End: t0.Add(time.Hour + time.Minute)},
+	}
+	for _, r := range recs {
+		if err := s.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range []WebhookEvent{
+		{WACID: "wacid.ABGGFjFVU2AfAgo6V-Hc5eCgK5Gh", Kind: "call", Event: "call_created", Received: t0},
+		{WACID: "wacid.ABGGFjFVU2AfAgo6V-Hc5eCgK5Gh", Kind: "call", Event: "terminate", Status: "COMPLETED", DurationSec: 120, Received: t0.Add(2 * time.Minute)},
+		{WACID: "wacid.SomeoneElsesCall", Kind: "call", Event: "terminate", Status: "FAILED", Received: t0.Add(3 * time.Minute)},
+	} {
+		if err := s.AppendWebhook(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AppendWebhook(WebhookEvent{}); err == nil {
+		t.Fatal("an event without WACID was stored")
+	}
+	// The call log itself is unchanged by webhooks.
+	got, _, err := s.Read(time.Time{})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("calls %d %v", len(got), err)
+	}
+	evs, torn, err := s.ReadWebhooks(time.Time{})
+	if err != nil || torn != 0 || len(evs) != 3 {
+		t.Fatalf("webhooks %d torn %d %v", len(evs), torn, err)
+	}
+	joined, unknown := Join(got, evs)
+	if len(joined) != 2 || len(joined[0].Webhooks) != 2 || joined[0].Webhooks[1].Status != "COMPLETED" || joined[0].Webhooks[1].DurationSec != 120 ||
+		len(joined[1].Webhooks) != 0 {
+		t.Fatalf("joined %+v", joined)
+	}
+	if len(unknown) != 1 || unknown[0].WACID != "wacid.SomeoneElsesCall" {
+		t.Fatalf("unknown %+v", unknown)
+	}
+	// A torn last line is skipped and does not swallow the next event.
+	f, _ := os.OpenFile(filepath.Join(filepath.Dir(s.Path()), "webhooks.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	_, _ = f.WriteString(`{"wacid":"wacid.torn","ki`)
+	f.Close()
+	if err := s.AppendWebhook(WebhookEvent{WACID: "wacid.after", Received: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	evs, torn, _ = s.ReadWebhooks(t0.Add(30 * time.Minute))
+	if torn != 1 || len(evs) != 1 || evs[0].WACID != "wacid.after" {
+		t.Fatalf("after a torn line: %+v torn %d", evs, torn)
 	}
 }

@@ -24,6 +24,8 @@ type CallError struct {
 	Status  int
 	Reason  string
 	Warning string // Meta explains 403s in a Warning header
+	// ReasonHeader is the response's Reason header (RFC 3326), if any.
+	ReasonHeader string
 }
 
 func (e *CallError) Error() string {
@@ -128,6 +130,9 @@ func (e *Endpoint) Dial(ctx context.Context, number string, sdp []byte, progress
 			ce := &CallError{Status: res.StatusCode, Reason: res.Reason}
 			if w := res.GetHeader("Warning"); w != nil {
 				ce.Warning = w.Value()
+			}
+			if r := res.GetHeader("Reason"); r != nil {
+				ce.ReasonHeader = r.Value()
 			}
 			return nil, ce
 		}

@@ -39,6 +39,8 @@ usage:
   waphone demo                      a demo call each way against a built-in Meta emulator
   waphone call [-config FILE] +NUMBER
                                     call a WhatsApp user (through the daemon if it runs)
+  waphone permission [-config FILE] [--request [-text T | -template NAME -lang CODE]] +NUMBER|BSUID
+                                    may we call this user now (Meta's call permissions); ask them
   waphone dtmf [-config FILE] DIGITS  send DTMF (0-9 * # A-D) on the call in progress
   waphone answer|hangup|mute|status [-config FILE]
                                     drive the running daemon over its control socket
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCall(ctx, rest, stdout, stderr)
 	case "dtmf":
 		err = cmdDTMF(ctx, rest, stdout, stderr)
+	case "permission":
+		err = cmdPermission(ctx, rest, stdout, stderr)
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "doctor":
@@ -306,7 +310,7 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "call", Number: number})
 		if err == nil {
 			if !rep.OK {
-				return errors.New(rep.Error)
+				return explainCallFailure(errors.New(rep.Error), number)
 			}
 			fmt.Fprintf(stdout, "answered: the call to %s is up on the phone\n", number)
 			return nil
@@ -320,7 +324,7 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer d.close()
 	if err := d.phone.Call(ctx, number); err != nil {
-		return err
+		return explainCallFailure(err, number)
 	}
 	fmt.Fprintf(stdout, "answered: talking to %s (Ctrl-C hangs up)\n", number)
 	done := ctx.Done()
@@ -413,21 +417,14 @@ func cmdHistory(args []string, stdout, stderr io.Writer) error {
 	if torn > 0 {
 		fmt.Fprintf(stderr, "warning: %d unreadable line(s) skipped in %s (a power cut mid-write)\n", torn, store.Path())
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, r := range recs {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+	events, tornWH, err := store.ReadWebhooks(since)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", "START", "DIR", "REMOTE", "DURATION", "ENDED BY", "WACID")
-	for _, r := range recs {
-		fmt.Fprintf(stdout, "%-19s  %-8s  %-24s  %-9s  %-11s  %s\n", r.Start.Local().Format("2006-01-02 15:04:05"),
-			r.Direction, r.Remote, r.Duration.Round(time.Second), r.EndedBy, r.WACID)
+	if tornWH > 0 {
+		fmt.Fprintf(stderr, "warning: %d unreadable webhook line(s) skipped (a power cut mid-write)\n", tornWH)
 	}
-	return nil
+	return printHistory(stdout, recs, events, *asJSON)
 }
 
 func cmdDTMF(ctx context.Context, args []string, stdout, stderr io.Writer) error {

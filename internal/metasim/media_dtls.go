@@ -93,10 +93,17 @@ func newMetaOfferDTLS(cfg metaMediaConfig) (*metaMedia, []byte, error) {
 		m.close()
 		return nil, nil, fmt.Errorf("metasim webrtc: %w", err)
 	}
-	off, err := m.rtc.pc.CreateOffer(nil)
+	// Meta's offer names its one media section "audio" (the guide's sample).
+	err = m.rtc.pc.GetTransceivers()[0].SetMid("audio")
 	var sdp string
 	if err == nil {
-		sdp, err = m.rtc.gather(off)
+		var off webrtc.SessionDescription
+		if off, err = m.rtc.pc.CreateOffer(nil); err == nil {
+			sdp, err = m.rtc.gather(off)
+		}
+	}
+	if err == nil {
+		sdp, err = metaShapeSDP(sdp, "actpass")
 	}
 	if err != nil {
 		m.close()
@@ -123,6 +130,9 @@ func newMetaAnswerDTLS(cfg metaMediaConfig, offer []byte) (*metaMedia, []byte, e
 		if ans, err = m.rtc.pc.CreateAnswer(nil); err == nil {
 			sdp, err = m.rtc.gather(ans)
 		}
+	}
+	if err == nil {
+		sdp, err = metaShapeSDP(sdp, "passive") // Meta's fmtp, not an echo of ours
 	}
 	if err != nil {
 		m.close()
