@@ -34,6 +34,8 @@ type Config struct {
 	Phone Phone `toml:"phone"`
 	Board Board `toml:"board"`
 	Graph Graph `toml:"graph"`
+	// Webhook receives Meta's calls webhooks (see docs/setup.md).
+	Webhook Webhook `toml:"webhook"`
 	State State `toml:"state"`
 	TLS   TLS   `toml:"tls"`
 	Log   Log   `toml:"log"`
@@ -63,6 +65,15 @@ type Graph struct {
 	TokenFile            string            `toml:"token_file"`
 	WebhookDelivery      bool              `toml:"webhook_delivery"`
 	RequestURIUserParams map[string]string `toml:"request_uri_user_params"`
+}
+
+// Webhook is the receiver of Meta's calls webhooks (call events joined to
+// the call history by WACID). Off while listen is empty.
+type Webhook struct {
+	Listen          string `toml:"listen"`
+	Path            string `toml:"path"`
+	VerifyTokenFile string `toml:"verify_token_file"`
+	AppSecretFile   string `toml:"app_secret_file"`
 }
 
 // SIP is the [sip] table.
@@ -152,6 +163,7 @@ func Default() Config {
 		Phone: Phone{Answer: "auto", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
 		Board: Board{HeadsetKeys: "auto"},
 		Graph: Graph{BaseURL: graph.DefaultBaseURL, Version: "v23.0"},
+		Webhook: Webhook{Path: "/webhook"},
 		State: State{Dir: "/var/lib/waphone"},
 		TLS:   TLS{Challenge: "tls-alpn-01"},
 		Log:   Log{Level: "info"},
@@ -317,6 +329,20 @@ func (c *Config) validate(name string, raw []byte) error {
 	if c.Phone.ControlSocket == "" {
 		bad("phone", "control_socket", "is required")
 	}
+	if w := c.Webhook; w.Listen != "" {
+		if _, _, err := net.SplitHostPort(w.Listen); err != nil {
+			bad("webhook", "listen", "%q: want host:port like :8443", w.Listen)
+		}
+		if !strings.HasPrefix(w.Path, "/") {
+			bad("webhook", "path", "%q: want a path like /webhook", w.Path)
+		}
+		if w.VerifyTokenFile == "" {
+			bad("webhook", "verify_token_file", "is required with webhook.listen (the token you gave Meta for the subscription)")
+		}
+		if w.AppSecretFile == "" {
+			bad("webhook", "app_secret_file", "is required with webhook.listen (the app secret: Meta signs every webhook with it)")
+		}
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -374,7 +400,7 @@ func (s SIP) BusinessDigits() string { return strings.TrimPrefix(s.Number, "+") 
 
 // ReadToken reads the Graph API token with the same rules as the password.
 func ReadToken(path string) (string, error) {
-	tok, err := readSecret(path, "graph.token_file")
+	tok, err := ReadSecret(path, "graph.token_file")
 	if err != nil {
 		return "", err
 	}
@@ -418,9 +444,12 @@ func WriteSecret(path, secret string) error {
 // group or others. A relative path is looked up in $CREDENTIALS_DIRECTORY
 // when systemd passes the secret with LoadCredential=. Errors never contain
 // the password.
-func ReadPassword(path string) (string, error) { return readSecret(path, "sip.password_file") }
+func ReadPassword(path string) (string, error) { return ReadSecret(path, "sip.password_file") }
 
-func readSecret(path, key string) (string, error) {
+// ReadSecret reads a one-line secret file with the password file's rules
+// (mode 0600 or stricter; a relative name is looked up in systemd's
+// $CREDENTIALS_DIRECTORY). key names it in errors, which never hold it.
+func ReadSecret(path, key string) (string, error) {
 	if path == "" {
 		return "", fmt.Errorf("%s is not set", key)
 	}

@@ -88,6 +88,16 @@ webhook_delivery = false
 # Extra user parameters Meta appends to the Request-URI of its INVITEs (e.g. trunk groups).
 [graph.request_uri_user_params]
 
+[webhook]
+# Receive Meta's calls webhooks (needs graph.webhook_delivery = true and the app
+# subscribed to the "calls" field): HTTPS with the SIP certificate. Empty = off.
+listen = ""
+path = "/webhook"
+# The verify token you gave Meta for the subscription, and the app secret Meta
+# signs every webhook with: one-line files, mode 0600.
+verify_token_file = ""
+app_secret_file = ""
+
 [tls]
 # Get and renew the certificate for sip.hostname from an ACME CA instead of cert_file/key_file.
 acme = false

@@ -342,6 +342,10 @@ func (p *Phone) dial(c *call) {
 			var ce *sip.CallError
 			if errors.As(err, &ce) {
 				in.by, in.reason = sip.EndRejected, ce.Error()
+				if ce.NoPermission() {
+					in.reason = fmt.Sprintf("no call permission from the WhatsApp user (ask with `waphone permission --request %s`): %s", c.number, ce.Error())
+					p.log.Warn("the WhatsApp user has not allowed this business to call them", "to", c.number, "status", ce.Status)
+				}
 			}
 			c.post(in)
 			return

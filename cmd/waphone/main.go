@@ -163,6 +163,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Error("call history unavailable; calls will not be logged to disk", "err", err)
 	} else {
 		keepHistory(ctx, d.history, log)
+		if w := cfg.Webhook; w.Listen != "" {
+			if _, err := startWebhooks(ctx, w.Listen, w.Path, w.VerifyTokenFile, w.AppSecretFile, getCert, d.history, log); err != nil {
+				return configError{err}
+			}
+		}
 	}
 	ctl, err := control.Listen(cfg.Phone.ControlSocket, statusWithGuard{d.phone, d.ep}, log)
 	if err != nil {

@@ -10,11 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/webhook"
 )
@@ -55,11 +54,11 @@ func startWebhooks(ctx context.Context, listen, path, verifyTokenFile, appSecret
 	if getCert == nil {
 		return nil, errors.New("webhooks need the TLS certificate: Meta only calls HTTPS endpoints")
 	}
-	verify, err := readSecretFile(verifyTokenFile, "webhook.verify_token_file")
+	verify, err := config.ReadSecret(verifyTokenFile, "webhook.verify_token_file")
 	if err != nil {
 		return nil, err
 	}
-	secret, err := readSecretFile(appSecretFile, "webhook.app_secret_file")
+	secret, err := config.ReadSecret(appSecretFile, "webhook.app_secret_file")
 	if err != nil {
 		return nil, err
 	}
@@ -119,34 +118,6 @@ func (s historySink) CallEvent(e webhook.Event) {
 	if err := s.store.AppendWebhook(he); err != nil {
 		s.log.Error("could not record a call webhook", "wacid", e.WACID, "err", err)
 	}
-}
-
-// readSecretFile reads a one-line secret with the password file's rules:
-// mode 0600 or stricter, a relative name looked up in
-// $CREDENTIALS_DIRECTORY (systemd LoadCredential=). Errors never hold it.
-func readSecretFile(path, key string) (string, error) {
-	if path == "" {
-		return "", fmt.Errorf("%s is not set", key)
-	}
-	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" && !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s %s is mode %04o: must be 0600 or stricter (chmod 600 %s)", key, path, fi.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("%s %s is empty", key, path)
-	}
-	return s, nil
 }
 
 // printHistory prints the call log with Meta's webhook events joined to
