@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,13 +87,18 @@ func OpenHeadset(cfg HeadsetConfig) (*Headset, error) {
 		stopped: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	h.gain.Store(1024)
+	alsaMessages.use(h.log)
 	ctx, err := malgo.InitContext(cfg.Backends, malgo.ContextConfig{}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("audio: no sound system: %w", err)
 	}
 	h.ctx = ctx
 	if err := h.start(); err != nil {
-		h.log.Warn("headset not available; using silence until it is plugged in", "err", err)
+		attrs := []any{"err", err}
+		if m := alsaMessages.lastMessage(); m != "" {
+			attrs = append(attrs, "alsa", m)
+		}
+		h.log.Warn("headset not available; calls use silence until it is plugged in", attrs...)
 	}
 	h.wg.Add(1)
 	go h.watch()
@@ -177,12 +183,22 @@ func (h *Headset) callback(out, in []byte, frames uint32) {
 	}
 }
 
+// Reopening a missing device backs off from reopenMin to reopenMax: each
+// try makes alsa-lib probe every card. A change in the kernel's list of
+// sound cards (a headset plugged in) tries again at once.
+const (
+	reopenMin = time.Second
+	reopenMax = 30 * time.Second
+)
+
 // watch notices an unplugged device (miniaudio stops it) and reopens it
-// once it is back, polling every second.
+// once it is back.
 func (h *Headset) watch() {
 	defer h.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	wait, next := reopenMin, time.Now().Add(reopenMin)
+	cards := soundCards()
 	for {
 		select {
 		case <-h.done:
@@ -198,14 +214,33 @@ func (h *Headset) watch() {
 				h.unplugs.Add(1)
 				h.log.Warn("headset gone; the call continues with silence", "device", h.name)
 			}
-		case <-t.C:
-			if !h.plugged.Load() {
-				if err := h.start(); err == nil {
-					h.log.Info("headset back", "device", h.name)
-				}
+			wait, next = reopenMin, time.Now().Add(reopenMin)
+		case now := <-t.C:
+			if h.plugged.Load() {
+				continue
 			}
+			if c := soundCards(); c != cards {
+				cards, next = c, now // a card came or went: look now
+			}
+			if now.Before(next) {
+				continue
+			}
+			if err := h.start(); err == nil {
+				h.log.Info("headset back", "device", h.name)
+				wait = reopenMin
+				continue
+			}
+			wait = min(2*wait, reopenMax)
+			next = now.Add(wait)
 		}
 	}
+}
+
+// soundCards is the kernel's list of sound cards ("" where there is none
+// to read): cheap to poll, and silent, unlike a probe through alsa-lib.
+func soundCards() string {
+	b, _ := os.ReadFile("/proc/asound/cards")
+	return string(b)
 }
 
 // Plugged says whether the device is running.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -124,6 +125,7 @@ func checkHeadset(r *tlsReport, cfg config.Config) {
 		r.ok("audio.capture %q and audio.playback %q name no sound device: nothing to find", cfg.Audio.Capture, cfg.Audio.Playback)
 		return
 	}
+	hc.Logger = slog.New(slog.DiscardHandler) // the report says it, once
 	h, err := audio.OpenHeadset(hc)
 	switch {
 	case err != nil:

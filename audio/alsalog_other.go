@@ -1,0 +1,5 @@
+//go:build !linux
+
+package audio
+
+func routeALSA() bool { return false }
