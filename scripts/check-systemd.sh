@@ -17,4 +17,5 @@ systemd-analyze verify "$tmp/waphone.service"
 out=$(systemd-analyze security --offline=yes "$tmp/waphone.service" 2>&1 | grep 'Overall exposure')
 echo "$out"
 level=$(echo "$out" | sed -n 's/.*waphone.service: \([0-9.]*\).*/\1/p')
-awk -v l="$level" 'BEGIN { exit !(l <= 3.0) }' || { echo "exposure $level > 3.0" >&2; exit 1; }
+[ -n "$level" ] || { echo "no exposure level in: $out" >&2; exit 1; }
+awk -v l="$level" 'BEGIN { exit !(l + 0 <= 3.0) }' || { echo "exposure $level > 3.0" >&2; exit 1; }

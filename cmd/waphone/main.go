@@ -41,9 +41,14 @@ usage:
                                     call a WhatsApp user (through the daemon if it runs)
   waphone permission [-config FILE] [--request [-text T | -template NAME -lang CODE]] +NUMBER|BSUID
                                     may we call this user now (Meta's call permissions); ask them
-  waphone dtmf [-config FILE] DIGITS  send DTMF (0-9 * # A-D) on the call in progress
-  waphone answer|hangup|mute|status [-config FILE]
+  waphone init [-config FILE] [flags]
+                                    first run: ask for (or take as flags) hostname, number,
+                                    certificate, headset, button, password; write it all; run doctor
+  waphone dtmf [-config FILE | -socket PATH] DIGITS
+                                    send DTMF (0-9 * # A-D) on the call in progress
+  waphone answer|hangup|mute|status [-config FILE | -socket PATH]
                                     drive the running daemon over its control socket
+                                    (members of the waphone group may; only the socket is read)
   waphone setup -config FILE [--dry-run|--show|--reset-password]
                                     configure the number's SIP settings at Meta, store the password
   waphone check-tls -config FILE    check the certificate against sip.hostname
@@ -90,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "doctor":
 		err = cmdDoctor(ctx, rest, stdout, stderr)
+	case "init":
+		err = cmdInit(ctx, rest, os.Stdin, stdout, stderr)
 	case "history":
 		err = cmdHistory(rest, stdout, stderr)
 	case "setup":
@@ -198,13 +205,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg, err := loadConfig(fs, args)
-	if err != nil {
-		return err
+	socket := controlSocketFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: cmd})
+	rep, err := control.Do(cctx, socket(stderr), control.Request{Cmd: cmd})
 	if err != nil {
 		return err
 	}
@@ -435,18 +442,14 @@ func cmdHistory(args []string, stdout, stderr io.Writer) error {
 func cmdDTMF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dtmf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file (TOML)")
+	socket := controlSocketFlags(fs)
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: waphone dtmf [-config FILE] DIGITS")
+		fmt.Fprintln(stderr, "usage: waphone dtmf [-config FILE | -socket PATH] DIGITS")
 		return errUsage
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return configError{err}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "dtmf", Digits: fs.Arg(0)})
+	rep, err := control.Do(cctx, socket(stderr), control.Request{Cmd: "dtmf", Digits: fs.Arg(0)})
 	if err != nil {
 		return err
 	}

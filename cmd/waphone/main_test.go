@@ -163,7 +163,7 @@ control_socket = "` + sock + `"
 		seen[string(buf[:n])] = true
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }, "the control socket")
-	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("control socket: %v %v", fi, err)
 	}
 	out.Reset()

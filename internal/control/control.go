@@ -1,8 +1,9 @@
 // Package control is the daemon's local control socket: `waphone answer`,
 // `hangup`, `mute`, `dtmf`, `call` and `status` talk to a running
 // `waphone run` through it.
-// One JSON request per connection, one JSON reply. The socket is 0600: only
-// the phone's own user (and root) may drive it.
+// One JSON request per connection, one JSON reply. The socket is 0660 with
+// the daemon's group: under systemd (Group=waphone) members of the waphone
+// group may drive the phone without root; nobody else may.
 package control
 
 import (
@@ -53,9 +54,10 @@ type Server struct {
 	wg   sync.WaitGroup
 }
 
-// Listen creates the socket with mode 0600 (its directory 0700 if we make it).
+// Listen creates the socket with mode 0660 and the process's group (its
+// directory 0750 if we make it), so that the admin group can reach it.
 func Listen(path string, p Phone, log *slog.Logger) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
 	// A socket left by a crash would make Listen fail; only remove a socket.
@@ -70,7 +72,8 @@ func Listen(path string, p Phone, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	// Chmod after bind: the umask (systemd's UMask=0077) shapes the bind.
+	if err := os.Chmod(path, 0o660); err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("control socket chmod: %w", err)
 	}
