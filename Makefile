@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot install test test-short lint demo interop bench fuzz deps clean
+.PHONY: stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service deb install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -81,6 +81,19 @@ check-buildroot:
 check-systemd:
 	./scripts/check-systemd.sh
 
+# Debian packages (nfpm): dist/waphone_<version>-1_<arch>.deb for amd64
+# (native build), arm64 and armhf (the static ARMv6 build, for Raspberry Pi
+# OS 32-bit). One arch: make deb DEB_ARCHS=amd64.
+DEB_ARCHS ?= amd64 arm64 armhf
+deb:
+	./scripts/deb.sh $(DEB_ARCHS)
+
+# The amd64 package installed and run under real systemd in a bookworm
+# container (mmdebstrap + systemd-nspawn): init, status, a call, watchdog,
+# reboot, remove, purge. Needs root.
+check-service:
+	./scripts/check-service.sh
+
 install: build
 	install -D -m 0755 bin/waphone $(DESTDIR)$(PREFIX)/bin/waphone
 	install -D -m 0644 systemd/waphone.service $(DESTDIR)$(PREFIX)/lib/systemd/system/waphone.service
@@ -92,4 +105,4 @@ install: build
 	./bin/waphone example-config > $(DESTDIR)/etc/waphone/waphone.toml.example
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
