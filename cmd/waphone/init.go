@@ -279,13 +279,8 @@ func runInit(ctx context.Context, o initOptions, stdin io.Reader, interactive bo
 		return nil
 	}
 	fmt.Fprintf(stdout, "\nwaphone doctor -config %s:\n", o.config)
-	// Doctor runs outside the unit: show it the password where the unit
-	// would, so a relative password_file resolves the same way.
-	if os.Getenv("CREDENTIALS_DIRECTORY") == "" {
-		_ = os.Setenv("CREDENTIALS_DIRECTORY", filepath.Dir(o.config))
-		defer os.Unsetenv("CREDENTIALS_DIRECTORY")
-	}
-	if err := cmdDoctor(ctx, []string{"-config", o.config}, stdout, stderr); err != nil {
+	args := []string{"-config", o.config}
+	if err := asUnitSeesCredentials(args, func() error { return cmdDoctor(ctx, args, stdout, stderr) }); err != nil {
 		return fmt.Errorf("the config is written; doctor found what to fix above: %w", err)
 	}
 	return nil
@@ -649,4 +644,29 @@ func startService(ctx context.Context, stdout, stderr io.Writer) {
 		}
 	}
 	fmt.Fprintln(stdout, "waphone.service (re)started")
+}
+
+// asUnitSeesCredentials runs f (doctor, outside the unit) with
+// $CREDENTIALS_DIRECTORY set to the config's directory when it is unset,
+// so that a relative sip.password_file ("sip-password") resolves to the
+// file the unit's LoadCredential= reads, as it does for the service.
+func asUnitSeesCredentials(args []string, f func() error) error {
+	if os.Getenv("CREDENTIALS_DIRECTORY") != "" {
+		return f()
+	}
+	path := defaultConfig
+	for i, a := range args {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "config" {
+			continue
+		}
+		if hasVal {
+			path = val
+		} else if i+1 < len(args) {
+			path = args[i+1]
+		}
+	}
+	_ = os.Setenv("CREDENTIALS_DIRECTORY", filepath.Dir(path))
+	defer os.Unsetenv("CREDENTIALS_DIRECTORY")
+	return f()
 }

@@ -245,3 +245,27 @@ func TestControlSocketWithoutValidConfig(t *testing.T) {
 		t.Errorf("status on a missing socket: %d %s", code, errb.String())
 	}
 }
+
+// `waphone doctor` by hand finds the relative password where the unit's
+// credential comes from: beside the config.
+func TestDoctorByHandFindsTheCredential(t *testing.T) {
+	dir := t.TempDir()
+	cf, kf := initCert(t, dir, "sip.test")
+	cfgPath := filepath.Join(dir, "waphone.toml")
+	var out, errb bytes.Buffer
+	args := []string{"-config", cfgPath, "-hostname", "sip.test", "-number", "+12145551869", "-cert", cf, "-key", kf,
+		"-capture", "null", "-button", "auto", "-password-stdin", "-doctor=false"}
+	if err := cmdInit(context.Background(), args, strings.NewReader("pw\n"), &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range [][]string{{"doctor", "-config", cfgPath}, {"doctor", "--config=" + cfgPath}} {
+		out.Reset()
+		run(a, &out, &errb)
+		if !strings.Contains(out.String(), "ok    SIP password file readable and private") {
+			t.Errorf("%q:\n%s", a, out.String())
+		}
+	}
+	if os.Getenv("CREDENTIALS_DIRECTORY") != "" {
+		t.Error("CREDENTIALS_DIRECTORY left set")
+	}
+}

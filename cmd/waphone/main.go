@@ -94,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "answer", "hangup", "mute", "status":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "doctor":
-		err = cmdDoctor(ctx, rest, stdout, stderr)
+		err = asUnitSeesCredentials(rest, func() error { return cmdDoctor(ctx, rest, stdout, stderr) })
 	case "init":
 		err = cmdInit(ctx, rest, os.Stdin, stdout, stderr)
 	case "history":

@@ -25,6 +25,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/waphone/waphone/internal/dsp"
 	"github.com/waphone/waphone/internal/metasim"
 	"github.com/waphone/waphone/internal/testpki"
@@ -41,6 +43,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: svccheck pki|call [flags]")
 		os.Exit(2)
 	}
+	// sipgo's package-wide logger reports connection bookkeeping ("TCP ref
+	// went negative") at warn; the check's output is for real failures.
+	sip.SetDefaultLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	var err error
 	switch os.Args[1] {
 	case "pki":
