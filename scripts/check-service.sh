@@ -193,6 +193,19 @@ else
 	ct journalctl -u waphone.service -n 30 --no-pager
 fi
 
+# 8b. An upgrade (the same package again): the changed config is kept,
+# the running service restarted.
+before=$(ct systemctl show -P MainPID waphone.service)
+sum=$(ct md5sum /etc/waphone/waphone.toml)
+if ct dpkg -i /root/waphone.deb >"$work/upgrade.log" 2>&1 && wait_active 10 >/dev/null &&
+	[ "$(ct md5sum /etc/waphone/waphone.toml)" = "$sum" ] &&
+	[ "$(ct systemctl show -P MainPID waphone.service)" != "$before" ]; then
+	ok "upgrade: config kept (init's edits), service restarted"
+else
+	cat "$work/upgrade.log"
+	bad "upgrade"
+fi
+
 # 9. The watchdog: a frozen daemon is restarted by systemd (WatchdogSec=30s).
 old=$(ct systemctl show -P MainPID waphone.service)
 ct sh -c "kill -STOP $old"
