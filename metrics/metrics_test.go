@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -170,7 +169,7 @@ func goVersion(fams map[string]*dto.MetricFamily) string {
 			}
 		}
 	}
-	return fmt.Sprint("missing")
+	return "missing"
 }
 
 // A call seen twice (Run and a daemon's OnCallEnd) is counted once.

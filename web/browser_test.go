@@ -102,7 +102,9 @@ func newConsole(t testing.TB, portMin int) *console {
 		Doctor: func(context.Context) []web.Check {
 			return []web.Check{{Level: "ok", Text: "config is valid"}, {Level: "warn", Text: "sip.allow is empty"}}
 		},
-		Meta:    func(context.Context) (any, error) { return map[string]any{"sip": map[string]any{"status": "ENABLED"}}, nil },
+		Meta: func(context.Context) (any, error) {
+			return map[string]any{"sip": map[string]any{"status": "ENABLED"}}, nil
+		},
 		Defence: func() map[string]uint64 { return map[string]uint64{"auth_failures": 0, "throttled": 0, "refused": 0} },
 		Logger:  phonerig.Logger().With("side", "web"),
 	})
@@ -132,7 +134,7 @@ func client(t testing.TB, from string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
 	return &http.Client{Jar: jar, Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Transport: &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the console's self-signed cert
+		Transport:     &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the console's self-signed cert
 }
 
 func login(t testing.TB, c *http.Client, base, pw string) int {
