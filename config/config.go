@@ -36,6 +36,10 @@ type Config struct {
 	Graph Graph `toml:"graph"`
 	// Webhook receives Meta's calls webhooks (see docs/setup.md).
 	Webhook Webhook `toml:"webhook"`
+	// Web, Metrics and MQTT are the surfaces (docs/console.md).
+	Web     Web     `toml:"web"`
+	Metrics Metrics `toml:"metrics"`
+	MQTT    MQTT    `toml:"mqtt"`
 	State State `toml:"state"`
 	TLS   TLS   `toml:"tls"`
 	Log   Log   `toml:"log"`
@@ -65,6 +69,29 @@ type Graph struct {
 	TokenFile            string            `toml:"token_file"`
 	WebhookDelivery      bool              `toml:"webhook_delivery"`
 	RequestURIUserParams map[string]string `toml:"request_uri_user_params"`
+}
+
+// Web is the console: HTTPS, one admin password. Off while listen is empty.
+type Web struct {
+	Listen       string `toml:"listen"`
+	PasswordFile string `toml:"password_file"` // the admin password or its bcrypt/argon2id hash, 0600
+	CertFile     string `toml:"cert_file"`     // "" = the SIP certificate (or a self-signed one)
+	KeyFile      string `toml:"key_file"`
+}
+
+// Metrics is the Prometheus endpoint: its own plain-HTTP listener, "web"
+// for /metrics on the console, or "" for none.
+type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// MQTT publishes state and events and takes commands (Home Assistant).
+type MQTT struct {
+	Broker       string `toml:"broker"` // tcp://host:1883 or ssl://host:8883; "" = off
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	Topic        string `toml:"topic"`   // "" = waphone/<hostname>
+	CAFile       string `toml:"ca_file"` // extra roots for ssl://
 }
 
 // Webhook is the receiver of Meta's calls webhooks (call events joined to
@@ -328,6 +355,27 @@ func (c *Config) validate(name string, raw []byte) error {
 	}
 	if c.Phone.ControlSocket == "" {
 		bad("phone", "control_socket", "is required")
+	}
+	if w := c.Web; w.Listen != "" {
+		if _, _, err := net.SplitHostPort(w.Listen); err != nil {
+			bad("web", "listen", "%q: want host:port like :8443", w.Listen)
+		}
+		if w.PasswordFile == "" {
+			bad("web", "password_file", "is required with web.listen (the console's admin password)")
+		}
+	}
+	if (c.Web.CertFile == "") != (c.Web.KeyFile == "") {
+		bad("web", "cert_file", "and web.key_file must be set together")
+	}
+	if l := c.Metrics.Listen; l != "" && l != "web" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			bad("metrics", "listen", "%q: want host:port like 127.0.0.1:9161, or \"web\"", l)
+		}
+	} else if l == "web" && c.Web.Listen == "" {
+		bad("metrics", "listen", "is \"web\" but web.listen is empty")
+	}
+	if b := c.MQTT.Broker; b != "" && !strings.HasPrefix(b, "tcp://") && !strings.HasPrefix(b, "ssl://") {
+		bad("mqtt", "broker", "%q: want tcp://host:1883 or ssl://host:8883", b)
 	}
 	if w := c.Webhook; w.Listen != "" {
 		if _, _, err := net.SplitHostPort(w.Listen); err != nil {

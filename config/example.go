@@ -98,6 +98,32 @@ path = "/webhook"
 verify_token_file = ""
 app_secret_file = ""
 
+[web]
+# The web console (status, answer/hang up, history, health, headset test,
+# settings): HTTPS on this host:port, e.g. ":8443". Empty = off.
+listen = ""
+# The admin password, or its bcrypt/argon2id hash: a one-line file, mode 0600.
+password_file = ""
+# The console's certificate; empty = the SIP certificate, or a self-signed one.
+cert_file = ""
+key_file = ""
+
+[metrics]
+# Prometheus metrics: a host:port of their own (plain HTTP, e.g.
+# "127.0.0.1:9161"), "web" for /metrics on the console, or empty for none.
+listen = ""
+
+[mqtt]
+# State and call events for home and kiosk automation (Home Assistant
+# discovery included), and answer/hangup/mute commands. Empty = off.
+broker = ""
+username = ""
+password_file = ""
+# Topic prefix; empty = waphone/<hostname>.
+topic = ""
+# Extra CA roots for ssl:// brokers.
+ca_file = ""
+
 [tls]
 # Get and renew the certificate for sip.hostname from an ACME CA instead of cert_file/key_file.
 acme = false

@@ -262,17 +262,18 @@ func (p *Phone) ring(c *call) {
 			p.log.Warn("sending 183 with early SDP failed", "err", err)
 		}
 	}
-	if p.cfg.Answer == "auto" {
-		c.autoT = p.clock.NewTimer(p.cfg.AutoAnswerDelay)
+	pol := p.policy()
+	if pol.Answer == "auto" {
+		c.autoT = p.clock.NewTimer(pol.AutoAnswerDelay)
 	}
-	if p.cfg.Answer != "auto" || p.cfg.AutoAnswerDelay > 0 {
+	if pol.Answer != "auto" || pol.AutoAnswerDelay > 0 {
 		ringer := p.cfg.Ringer
 		if ringer == nil {
 			ringer = p.cfg.Playback
 		}
 		c.stopTone = p.playTone(ringer, audio.RingCadence)
 	}
-	c.ringT = p.clock.NewTimer(p.cfg.RingTimeout)
+	c.ringT = p.clock.NewTimer(pol.RingTimeout)
 }
 
 func (p *Phone) stopTimers(c *call) {

@@ -468,3 +468,30 @@ func TestUnACKedAnswerHangsUp(t *testing.T) {
 		}
 	}
 }
+
+// TestSetPolicyAppliesToTheNextCall: a phone set to wait for the button
+// is switched to auto-answer (SIGHUP, the console): the next call is
+// answered by itself.
+func TestSetPolicyAppliesToTheNextCall(t *testing.T) {
+	clk := &fakeClock{}
+	r := newRig(t, rigOpts{answer: "button", clock: clk})
+	r.phone.SetPolicy(phone.Policy{Answer: "auto", RingTimeout: 5 * time.Second})
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
+	if err != nil || c.Status() != 200 {
+		t.Fatalf("call after SetPolicy(auto): %v %v", err, c)
+	}
+	_ = c.Hangup(context.Background())
+	r.waitState(t, phone.Idle)
+	r.phone.SetPolicy(phone.Policy{Answer: "button"})
+	c, err = r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user, ReturnOnRinging: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, phone.Ringing)
+	eventually(t, "the default ring timer", func() bool { return clk.armed(phone.DefaultRingTimeout) })
+	clk.fire(phone.DefaultRingTimeout)
+	<-c.Done()
+	if c.Status() != 480 {
+		t.Fatalf("status %d, want 480 (button mode: nobody pressed)", c.Status())
+	}
+}

@@ -88,6 +88,7 @@ type Phone struct {
 
 	mu      sync.Mutex
 	cur     *call
+	pol     Policy // what SetPolicy last said; a call reads it as it starts ringing
 	history []Event
 	last    *CallSummary
 	subs    []chan Event
@@ -121,7 +122,34 @@ func New(cfg Config) *Phone {
 	if clock == nil {
 		clock = realClock{}
 	}
-	return &Phone{cfg: cfg, log: cfg.Logger, clock: clock, closing: make(chan struct{})}
+	return &Phone{cfg: cfg, log: cfg.Logger, clock: clock, closing: make(chan struct{}),
+		pol: Policy{Answer: cfg.Answer, AutoAnswerDelay: cfg.AutoAnswerDelay, RingTimeout: cfg.RingTimeout, SpeedDial: cfg.SpeedDial}}
+}
+
+// Policy is the part of the config that may change while the phone runs
+// (SIGHUP, the console's settings): how calls are answered.
+type Policy struct {
+	Answer          string // "auto" or "button"
+	AutoAnswerDelay time.Duration
+	RingTimeout     time.Duration // 0 = DefaultRingTimeout
+	SpeedDial       string
+}
+
+// SetPolicy changes how calls are answered from the next call that rings
+// on; a call in progress keeps the policy it started with.
+func (p *Phone) SetPolicy(pol Policy) {
+	if pol.RingTimeout == 0 {
+		pol.RingTimeout = DefaultRingTimeout
+	}
+	p.mu.Lock()
+	p.pol = pol
+	p.mu.Unlock()
+}
+
+func (p *Phone) policy() Policy {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pol
 }
 
 // SetDialer sets the signaling used for outbound calls (the endpoint is
@@ -203,7 +231,7 @@ func (p *Phone) idleLocked(in input) result {
 	r := result{action: action, state: Idle}
 	switch action {
 	case DoSpeedDial:
-		in.number = p.cfg.SpeedDial
+		in.number = p.pol.SpeedDial
 		if in.number == "" {
 			r.err = errors.New("no speed-dial number configured")
 			return r
