@@ -2,47 +2,21 @@ package media
 
 import (
 	"bytes"
-	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/hraban/opus"
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
-	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
-// DTLS-SRTP with ICE (Meta's default key exchange) runs on pion/webrtc:
-// ICE as the full, controlling agent (Meta is ICE-lite), DTLS as the client
-// (a=setup:active, ECDSA), SRTP keyed from DTLS. Our own Opus, jitter
-// buffer and pacing stay the same as in SDES mode: pion carries RTP.
+// Offer/answer for DTLS-SRTP: pion/webrtc writes and reads the SDP (ICE
+// credentials and candidates, fingerprint, setup role); we adapt what SIP
+// peers send to what pion reads, and what pion writes to what SIP peers read.
 
-const (
-	gatherTimeout = 2 * time.Second  // no trickle over SIP: gather before answering
-	dtlsTimeout   = 10 * time.Second // ICE + DTLS must complete this soon after Start
-)
-
-type rtcPeer struct {
-	pc        *webrtc.PeerConnection
-	track     *rawTrack
-	ssrc      uint32 // our stream's SSRC on the wire (pion's sender picks it)
-	connected chan struct{}
-	connOnce  sync.Once
-	failed    chan error
-	failOnce  sync.Once
-}
-
-func (p *rtcPeer) fail(err error) { p.failOnce.Do(func() { p.failed <- err; close(p.failed) }) }
+const gatherTimeout = 2 * time.Second // no trickle over SIP: gather before answering
 
 // isDTLSOffer: a fingerprint and no a=crypto means DTLS-SRTP.
 func isDTLSOffer(sd *sdp.SessionDescription) bool {
@@ -58,113 +32,170 @@ func isDTLSOffer(sd *sdp.SessionDescription) bool {
 	return fp
 }
 
-func newRTCAPI(cfg Config, opusPT uint8, opusFmtp string, dtmfPT int) (*webrtc.API, error) {
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: opusFmtp},
-		PayloadType:        webrtc.PayloadType(opusPT),
-	}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, fmt.Errorf("media: register opus: %w", err)
+// answerDTLS answers Meta's WebRTC offer.
+func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, []byte, error) {
+	md := firstAudio(sd)
+	if md == nil {
+		return nil, nil, notAcceptable("no audio stream offered")
 	}
-	if dtmfPT >= 0 { // unregistered, pion's ReadRTP would fail on DTMF packets
-		if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"},
-			PayloadType:        webrtc.PayloadType(dtmfPT),
-		}, webrtc.RTPCodecTypeAudio); err != nil {
-			return nil, fmt.Errorf("media: register telephone-event: %w", err)
-		}
+	opusPT, opus, dtmfPT := offeredCodecs(md)
+	if opusPT < 0 {
+		return nil, nil, notAcceptable("no common codec (need opus/48000)")
 	}
-	var se webrtc.SettingEngine
-	// pion answers an ICE-lite peer with a=setup:passive unless told: Meta
-	// needs us to be the DTLS client.
-	se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
-	if cfg.BindIP != nil && !cfg.BindIP.IsUnspecified() {
-		bind := cfg.BindIP
-		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(bind) })
-		if bind.IsLoopback() {
-			se.SetIncludeLoopbackCandidate(true)
-		}
+	s, err := newSession(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	if cfg.PortMin > 0 && cfg.PortMax > cfg.PortMin {
-		if err := se.SetEphemeralUDPPortRange(uint16(cfg.PortMin), uint16(cfg.PortMax)); err != nil {
-			return nil, fmt.Errorf("media: rtp_ports: %w", err)
-		}
+	t, err := newDTLSTransport(cfg, &s.rx, s.log, uint8(opusPT), opus.fmtp, dtmfPT)
+	if err != nil {
+		return nil, nil, err
 	}
-	if cfg.AdvertiseIP != nil && (cfg.BindIP == nil || !cfg.AdvertiseIP.Equal(cfg.BindIP)) {
-		// 1:1 NAT (a port-forwarded kiosk): advertise the public address.
-		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
-			External: []string{cfg.AdvertiseIP.String()}, AsCandidateType: webrtc.ICECandidateTypeHost,
-		}); err != nil {
-			return nil, fmt.Errorf("media: public_address: %w", err)
-		}
+	s.tr = t
+	s.local.opusPT, s.local.dtmfPT = uint8(opusPT), dtmfPT
+	// Before the offer reaches pion: the peer may connect and send at once.
+	s.setRemote(&remoteDesc{opusPT: uint8(opusPT), opus: opus, dtmfPT: dtmfPT})
+	b, err := answerWithPion(t, raw)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
 	}
-	// An empty interceptor registry: without one pion adds its defaults,
-	// which send their own RTCP sender/receiver reports next to ours (two
-	// SRs for one SSRC with different counts), NACK lost audio that Opus
-	// FEC/PLC covers anyway, and allocate on every packet.
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se),
-		webrtc.WithInterceptorRegistry(&interceptor.Registry{})), nil
+	s.localSDP = b
+	s.codec = codecName(uint8(opusPT), true)
+	return s, bytes.Clone(b), nil
 }
 
-// newRTCPeer makes the PeerConnection, our send track and the state hooks.
-func (s *Session) newRTCPeer(opusPT uint8, opusFmtp string, dtmfPT int) error {
-	api, err := newRTCAPI(s.cfg, opusPT, opusFmtp, dtmfPT)
-	if err != nil {
-		return err
-	}
-	var ice []webrtc.ICEServer
-	if s.cfg.STUN != "" {
-		ice = []webrtc.ICEServer{{URLs: []string{"stun:" + s.cfg.STUN}}}
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: ice})
-	if err != nil {
-		return fmt.Errorf("media: peer connection: %w", err)
-	}
-	track := &rawTrack{}
-	sender, err := pc.AddTrack(track)
-	if err != nil {
-		_ = pc.Close()
-		return fmt.Errorf("media: audio track: %w", err)
-	}
-	p := &rtcPeer{pc: pc, track: track, connected: make(chan struct{}), failed: make(chan error, 1)}
-	if enc := sender.GetParameters().Encodings; len(enc) > 0 {
-		p.ssrc = uint32(enc[0].SSRC)
-	}
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		s.log.Debug("ice/dtls state", "state", st.String())
-		switch st {
-		case webrtc.PeerConnectionStateConnected:
-			p.connOnce.Do(func() { close(p.connected) })
-		case webrtc.PeerConnectionStateFailed:
-			p.fail(errors.New("ICE/DTLS failed: no path to the peer, or a bad fingerprint"))
+// firstAudio is the first audio section that is not rejected (port 0).
+func firstAudio(sd *sdp.SessionDescription) *sdp.MediaDescription {
+	for _, m := range sd.MediaDescriptions {
+		if strings.EqualFold(m.MediaName.Media, "audio") && m.MediaName.Port.Value != 0 {
+			return m
 		}
-	})
-	pc.OnTrack(func(tr *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
-		s.wg.Add(2)
-		go s.rtcRecv(tr)
-		go s.readRTCP(r.ReadRTCP) // the peer's sender reports
-	})
-	s.wg.Add(1)
-	go s.readRTCP(sender.ReadRTCP) // the peer's reports about our stream
-	s.rtc = p
+	}
 	return nil
+}
+
+// offeredCodecs picks the offer's first opus/48000 and telephone-event/8000
+// (-1: none).
+func offeredCodecs(md *sdp.MediaDescription) (opusPT int, opus codecInfo, dtmfPT int) {
+	opusPT, dtmfPT = -1, -1
+	for pt, c := range codecs(md) {
+		switch {
+		case strings.EqualFold(c.name, "opus") && c.clock == 48000 && opusPT < 0:
+			opusPT, opus = pt, c
+		case strings.EqualFold(c.name, "telephone-event") && c.clock == 8000 && dtmfPT < 0:
+			dtmfPT = pt
+		}
+	}
+	return opusPT, opus, dtmfPT
+}
+
+// answerWithPion gives pion the (adapted) offer and returns pion's answer
+// with its candidates, adapted for SIP peers.
+func answerWithPion(t *dtlsTransport, raw []byte) ([]byte, error) {
+	norm, err := normalizeSDP(raw) // pion wants CRLF lines in RFC order
+	if err != nil {
+		return nil, badSDP("%v", err)
+	}
+	norm, bundled := bundleLoneSection(forPion(norm))
+	if err := t.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(norm)}); err != nil {
+		return nil, notAcceptable("WebRTC offer not usable: %v", err)
+	}
+	ans, err := t.pc.CreateAnswer(nil)
+	if err != nil {
+		return nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
+	}
+	b, err := gatherLocal(t, ans)
+	if err != nil {
+		return nil, err
+	}
+	if bundled { // the group was ours, not the offer's: RFC 8843 forbids adding one
+		b = bundleLineRE.ReplaceAll(b, nil)
+	}
+	if zeroPortRE.Match(b) {
+		return nil, notAcceptable("pion rejected the offered audio stream (m=audio 0)")
+	}
+	return b, nil
+}
+
+// offerDTLS makes our WebRTC offer for a business-initiated call.
+func offerDTLS(cfg Config) (*Session, []byte, error) {
+	s, err := newSession(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Only useinbandfec: pion matches codecs by fmtp, and Meta's answer says
+	// minptime=20, maxplaybackrate=16000... which must not contradict ours.
+	t, err := newDTLSTransport(cfg, &s.rx, s.log, offerOpusPT, "useinbandfec=1", offerDTMFPT)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.tr = t
+	s.local.opusPT, s.local.dtmfPT = offerOpusPT, offerDTMFPT
+	off, err := t.pc.CreateOffer(nil)
+	if err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("media: offer: %w", err)
+	}
+	b, err := gatherLocal(t, off)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	s.localSDP, s.offerer = b, true
+	s.codec = codecName(offerOpusPT, true)
+	return s, bytes.Clone(b), nil
+}
+
+// setAnswerDTLS applies Meta's ICE-lite answer to our offer (s.mu held).
+func (s *Session) setAnswerDTLS(t *dtlsTransport, answer []byte) error {
+	norm, err := normalizeSDP(answer)
+	if err != nil {
+		return badSDP("%v", err)
+	}
+	norm = forPion(norm)
+	opus, dtmfPT := codecInfo{}, -1
+	if sd, nerr := parseSDP(answer); nerr == nil {
+		opus, dtmfPT = answeredCodecs(sd)
+	}
+	// Set before pion may fire OnTrack (from inside SetRemoteDescription).
+	s.setRemote(&remoteDesc{opusPT: offerOpusPT, opus: opus, dtmfPT: dtmfPT})
+	if err := t.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(norm)}); err != nil {
+		s.setRemote(nil)
+		return &NegotiationError{Status: 488, Reason: "WebRTC answer not usable: " + err.Error()}
+	}
+	return nil
+}
+
+// answeredCodecs: the answer's fmtp for our Opus PT (the peer's receive
+// limits, for our encoder) and its telephone-event PT (-1: none).
+func answeredCodecs(sd *sdp.SessionDescription) (opus codecInfo, dtmfPT int) {
+	dtmfPT = -1
+	for _, md := range sd.MediaDescriptions {
+		for pt, c := range codecs(md) {
+			if strings.EqualFold(c.name, "opus") && pt == int(offerOpusPT) {
+				opus = c
+			}
+			if strings.EqualFold(c.name, "telephone-event") {
+				dtmfPT = pt
+			}
+		}
+	}
+	return opus, dtmfPT
 }
 
 // gatherLocal sets our description and waits (bounded) for host
 // candidates: SIP has no trickle, so they must be in the SDP.
-func (s *Session) gatherLocal(desc webrtc.SessionDescription) ([]byte, error) {
-	done := webrtc.GatheringCompletePromise(s.rtc.pc)
-	if err := s.rtc.pc.SetLocalDescription(desc); err != nil {
+func gatherLocal(t *dtlsTransport, desc webrtc.SessionDescription) ([]byte, error) {
+	done := webrtc.GatheringCompletePromise(t.pc)
+	if err := t.pc.SetLocalDescription(desc); err != nil {
 		return nil, fmt.Errorf("media: local description: %w", err)
 	}
 	select {
 	case <-done:
 	case <-time.After(gatherTimeout):
-		s.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
+		t.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
 	}
-	return defaultCandidate([]byte(s.rtc.pc.LocalDescription().SDP)), nil
+	return defaultCandidate([]byte(t.pc.LocalDescription().SDP)), nil
 }
 
 var (
@@ -264,308 +295,4 @@ func bundleLoneSection(norm []byte) ([]byte, bool) {
 	out = append(out, m[1]...)
 	out = append(out, "\r\n"...)
 	return append(out, norm[i:]...), true
-}
-
-// answerDTLS answers Meta's WebRTC offer.
-func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, []byte, error) {
-	var md *sdp.MediaDescription
-	for _, m := range sd.MediaDescriptions {
-		if strings.EqualFold(m.MediaName.Media, "audio") && m.MediaName.Port.Value != 0 {
-			md = m
-			break
-		}
-	}
-	if md == nil {
-		return nil, nil, notAcceptable("no audio stream offered")
-	}
-	opusPT, dtmfPT, opus := -1, -1, codecInfo{}
-	for pt, c := range codecs(md) {
-		switch {
-		case strings.EqualFold(c.name, "opus") && c.clock == 48000 && opusPT < 0:
-			opusPT, opus = pt, c
-		case strings.EqualFold(c.name, "telephone-event") && c.clock == 8000 && dtmfPT < 0:
-			dtmfPT = pt
-		}
-	}
-	if opusPT < 0 {
-		return nil, nil, notAcceptable("no common codec (need opus/48000)")
-	}
-	s, err := newSession(cfg, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := s.newRTCPeer(uint8(opusPT), opus.fmtp, dtmfPT); err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	norm, err := normalizeSDP(raw) // pion wants CRLF lines in RFC order
-	if err != nil {
-		s.Close()
-		return nil, nil, badSDP("%v", err)
-	}
-	norm, bundled := bundleLoneSection(forPion(norm))
-	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(norm)}); err != nil {
-		s.Close()
-		return nil, nil, notAcceptable("WebRTC offer not usable: %v", err)
-	}
-	ans, err := s.rtc.pc.CreateAnswer(nil)
-	if err != nil {
-		s.Close()
-		return nil, nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
-	}
-	b, err := s.gatherLocal(ans)
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	if bundled { // the group was ours, not the offer's: RFC 8843 forbids adding one
-		b = bundleLineRE.ReplaceAll(b, nil)
-	}
-	if zeroPortRE.Match(b) {
-		s.Close()
-		return nil, nil, notAcceptable("pion rejected the offered audio stream (m=audio 0)")
-	}
-	s.mu.Lock()
-	s.localSDP = b
-	s.remote = &remoteDesc{opusPT: uint8(opusPT), opus: opus, dtmfPT: dtmfPT}
-	s.mu.Unlock()
-	s.codec = fmt.Sprintf("opus/48000/2 pt %d (DTLS-SRTP)", opusPT)
-	return s, bytes.Clone(b), nil
-}
-
-// offerDTLS makes our WebRTC offer for a business-initiated call.
-func offerDTLS(cfg Config) (*Session, []byte, error) {
-	s, err := newSession(cfg, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	// Only useinbandfec: pion matches codecs by fmtp, and Meta's answer says
-	// minptime=20, maxplaybackrate=16000... which must not contradict ours.
-	if err := s.newRTCPeer(offerOpusPT, "useinbandfec=1", offerDTMFPT); err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	off, err := s.rtc.pc.CreateOffer(nil)
-	if err != nil {
-		s.Close()
-		return nil, nil, fmt.Errorf("media: offer: %w", err)
-	}
-	b, err := s.gatherLocal(off)
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	s.localSDP, s.offerer = b, true
-	s.codec = fmt.Sprintf("opus/48000/2 pt %d (DTLS-SRTP)", offerOpusPT)
-	return s, bytes.Clone(b), nil
-}
-
-// setAnswerDTLS applies Meta's ICE-lite answer to our offer.
-func (s *Session) setAnswerDTLS(answer []byte) error {
-	norm, err := normalizeSDP(answer)
-	if err != nil {
-		return badSDP("%v", err)
-	}
-	norm = forPion(norm)
-	sd, nerr := parseSDP(answer)
-	opus, dtmfPT := codecInfo{}, -1
-	if nerr == nil {
-		for _, md := range sd.MediaDescriptions {
-			for pt, c := range codecs(md) {
-				if strings.EqualFold(c.name, "opus") && pt == int(offerOpusPT) {
-					opus = c
-				}
-				if strings.EqualFold(c.name, "telephone-event") {
-					dtmfPT = pt
-				}
-			}
-		}
-	}
-	// Set before pion may fire OnTrack (from inside SetRemoteDescription).
-	s.remote = &remoteDesc{opusPT: offerOpusPT, opus: opus, dtmfPT: dtmfPT}
-	if err := s.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(norm)}); err != nil {
-		s.remote = nil
-		return &NegotiationError{Status: 488, Reason: "WebRTC answer not usable: " + err.Error()}
-	}
-	return nil
-}
-
-// rtcWrite sends one plain RTP packet through pion (which protects it).
-func (s *Session) rtcWrite(pkt []byte) error {
-	select {
-	case <-s.rtc.connected:
-	default:
-		return errNotConnected
-	}
-	return s.rtc.track.write(pkt)
-}
-
-// rawTrack sends our own RTP through pion unchanged but for the SSRC.
-// pion's TrackLocalStaticRTP rewrites every payload type to the bound
-// codec's, which would turn RFC 4733 telephone-events into broken Opus.
-type rawTrack struct {
-	mu   sync.Mutex
-	w    webrtc.TrackLocalWriter
-	ssrc uint32
-	hdr  rtp.Header // reused by write
-}
-
-func (t *rawTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
-	for _, c := range ctx.CodecParameters() {
-		if strings.EqualFold(c.MimeType, webrtc.MimeTypeOpus) {
-			t.mu.Lock()
-			t.w, t.ssrc = ctx.WriteStream(), uint32(ctx.SSRC())
-			t.mu.Unlock()
-			return c, nil
-		}
-	}
-	return webrtc.RTPCodecParameters{}, errors.New("media: no opus in the negotiated codecs")
-}
-
-func (t *rawTrack) Unbind(webrtc.TrackLocalContext) error {
-	t.mu.Lock()
-	t.w = nil
-	t.mu.Unlock()
-	return nil
-}
-
-func (t *rawTrack) ID() string                { return "audio" }
-func (t *rawTrack) RID() string               { return "" }
-func (t *rawTrack) StreamID() string          { return "waphone" }
-func (t *rawTrack) Kind() webrtc.RTPCodecType { return webrtc.RTPCodecTypeAudio }
-
-// write sends one RTP packet (the send goroutine only). It parses the
-// header into a reused rtp.Header and calls WriteRTP: pion's Write(b)
-// allocates a packet per call.
-func (t *rawTrack) write(pkt []byte) error {
-	t.mu.Lock()
-	w, ssrc := t.w, t.ssrc
-	t.mu.Unlock()
-	if w == nil || len(pkt) < 12 {
-		return errNotConnected
-	}
-	binary.BigEndian.PutUint32(pkt[8:12], ssrc) // the SSRC announced in our SDP
-	n, err := t.hdr.Unmarshal(pkt)
-	if err != nil {
-		return fmt.Errorf("media: our own RTP header: %w", err)
-	}
-	_, err = w.WriteRTP(&t.hdr, pkt[n:])
-	return err
-}
-
-var errNotConnected = errors.New("media: ICE/DTLS not connected yet")
-
-// rtcRecv feeds the remote track's RTP into the jitter buffer.
-func (s *Session) rtcRecv(tr *webrtc.TrackRemote) {
-	defer s.wg.Done()
-	s.mu.Lock() // SetAnswer may still hold it: wait for the remote description
-	rd := s.remote
-	s.mu.Unlock()
-	if rd == nil {
-		return
-	}
-	rx := &receiver{opusPT: uint8(tr.PayloadType()), opusPT2: rd.opusPT, dtmfPT: rd.dtmfPT, dtmfPT2: rd.dtmfPT}
-	buf := make([]byte, 1500)
-	var pkt rtp.Packet
-	for {
-		n, _, err := tr.Read(buf)
-		if err != nil {
-			return
-		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
-			s.malformed.Add(1)
-			continue
-		}
-		s.recv.Add(1)
-		s.gotValid(netip.AddrPort{})
-		s.handleRTP(rx, &pkt.Header, pkt.Payload)
-	}
-}
-
-// watchRTC ends the session when ICE/DTLS fails or never completes.
-func (s *Session) watchRTC(ctx context.Context) {
-	defer s.wg.Done()
-	t := time.NewTimer(dtlsTimeout)
-	defer t.Stop()
-	connected := s.rtc.connected
-	for {
-		select {
-		case <-connected:
-			connected = nil
-			t.Stop()
-			s.log.Info("DTLS-SRTP connected")
-		case err, ok := <-s.rtc.failed:
-			if ok {
-				s.stop(err)
-			}
-			return
-		case <-t.C:
-			s.stop(errors.New("ICE/DTLS did not complete within 10 s"))
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// startRTC runs the same send/play loops as SDES mode over pion's
-// transport; the first packet goes out the moment DTLS completes.
-func (s *Session) startRTC(ctx context.Context, src Source, sink Sink) error {
-	tx, err := newPlainSender(nil, s.remote)
-	if err != nil {
-		return err
-	}
-	// Our reports must name the SSRC the packets carry (rawTrack stamps
-	// pion's), or the peer's reception blocks never match us: no RTT, no
-	// remote loss for the encoder.
-	if s.rtc.ssrc != 0 {
-		tx.ssrc = s.rtc.ssrc
-	}
-	dec, err := opus.NewDecoder(SampleRate, 1)
-	if err != nil {
-		return fmt.Errorf("media: opus decoder: %w", err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	s.cancel, s.started, s.startedAt = cancel, true, time.Now()
-	s.wg.Add(3)
-	go s.watchRTC(runCtx)
-	go s.sendLoop(runCtx, ctx, src, tx)
-	go s.playLoop(runCtx, ctx, sink, &player{dec: dec, lastN: FrameSamples})
-	s.log.Info("media started", "codec", s.codec)
-	return nil
-}
-
-// readRTCP feeds pion's RTCP to the quality figures until the peer closes.
-func (s *Session) readRTCP(read func() ([]rtcp.Packet, interceptor.Attributes, error)) {
-	defer s.wg.Done()
-	for {
-		pkts, _, err := read()
-		if err != nil {
-			return
-		}
-		// pion hands a sender report that carries a block about our stream
-		// to both readers (the peer's SSRC and ours): take it once.
-		if k := rtcpKey(pkts); k != 0 && s.lastRTCP.Swap(k) == k {
-			continue
-		}
-		s.rtcpRecv.Add(1)
-		s.q.onRTCPPackets(pkts, s.ourSSRC.Load(), time.Now())
-	}
-}
-
-// rtcpKey identifies a compound RTCP packet well enough to spot the same
-// one twice: a sender report's NTP time, or a receiver report's first block.
-func rtcpKey(pkts []rtcp.Packet) uint64 {
-	for _, p := range pkts {
-		switch r := p.(type) {
-		case *rtcp.SenderReport:
-			return r.NTPTime
-		case *rtcp.ReceiverReport:
-			if len(r.Reports) > 0 {
-				b := r.Reports[0]
-				return uint64(b.LastSenderReport)<<32 | uint64(b.LastSequenceNumber) | 1
-			}
-		}
-	}
-	return 0
 }
