@@ -74,12 +74,16 @@ func firstAudio(sd *sdp.SessionDescription) *sdp.MediaDescription {
 	return nil
 }
 
-// offeredCodecs picks the offer's first opus/48000 and telephone-event/8000
-// (-1: none).
+// offeredCodecs picks the first opus/48000 and telephone-event/8000 of the
+// m= line's formats (-1: none); an rtpmap for a format the m= line does
+// not list is no offer.
 func offeredCodecs(md *sdp.MediaDescription) (opusPT int, opus codecInfo, dtmfPT int) {
 	opusPT, dtmfPT = -1, -1
-	for pt, c := range codecs(md) {
+	cm := codecs(md)
+	for _, f := range md.MediaName.Formats {
+		pt, c, ok := formatCodec(cm, f, nil)
 		switch {
+		case !ok:
 		case strings.EqualFold(c.name, "opus") && c.clock == 48000 && opusPT < 0:
 			opusPT, opus = pt, c
 		case strings.EqualFold(c.name, "telephone-event") && c.clock == 8000 && dtmfPT < 0:
@@ -105,8 +109,8 @@ func answerWithPion(t *dtlsTransport, raw []byte) ([]byte, error) {
 		return nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
 	}
 	b, err := gatherLocal(t, ans)
-	if err != nil {
-		return nil, err
+	if err != nil { // pion could not apply its own answer: the offer is what it cannot use
+		return nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
 	}
 	if bundled { // the group was ours, not the offer's: RFC 8843 forbids adding one
 		b = bundleLineRE.ReplaceAll(b, nil)
