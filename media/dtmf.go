@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// RFC 4733 telephone-events. Sending is interleaved with the 20 ms audio
+// RFC 4733 telephone-events, sent by the send loop (sender.go). Sending is interleaved with the 20 ms audio
 // clock: while an event plays, each tick sends an event packet instead of
 // an Opus one (same SSRC and sequence space, the RTP timestamp frozen at
 // the event's start), then three end packets, then audio resumes.
@@ -77,7 +77,7 @@ func (s *Session) nextDTMF(t *sender, st *dtmfState) []byte {
 	duration := uint16(min(st.ticks*160, 0xffff)) // telephone-event/8000 units
 	b := st.pkt[:16]
 	b[0] = 0x80
-	b[1] = byte(s.remote.dtmfPT)
+	b[1] = byte(t.dtmfPT)
 	if st.ticks == 1 {
 		b[1] |= 0x80 // marker: start of an event
 	}

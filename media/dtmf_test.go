@@ -43,26 +43,24 @@ func TestDTMFRoundTrip(t *testing.T) {
 	if err := a.SendDTMF("x"); err == nil || !strings.Contains(err.Error(), "not a DTMF digit") {
 		t.Fatalf("bad digit: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	// Each digit is 4 event packets and 3 copies of the end packet. Once
+	// all 28 are counted, a repeat from a trailing end packet would have
+	// been reported already.
+	waitStat(t, b, "event packets", func(st Stats) bool { return st.TelephoneEvents >= 4*(4+dtmfEndCopys) })
+	waitFor(t, 5*time.Second, func() bool {
 		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 4 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // trailing end packets must not repeat a digit
+		defer mu.Unlock()
+		return len(got) >= 4
+	}, func() string { return "fewer than 4 digits" })
 	mu.Lock()
-	defer mu.Unlock()
-	if string(got) != "1#9D" {
-		t.Fatalf("received %q, want \"1#9D\"", string(got))
+	digits := string(got)
+	mu.Unlock()
+	if digits != "1#9D" {
+		t.Fatalf("received %q, want \"1#9D\"", digits)
 	}
 	if st := b.Stats(); st.TelephoneEvents < 4*(5+2) {
 		t.Fatalf("only %d event packets", st.TelephoneEvents)
 	}
-	if st := b.Stats(); st.PacketsReceived-st.TelephoneEvents < 10 {
-		t.Fatal("audio stopped around the digits")
-	}
+	// Audio goes on around and after the digits.
+	waitStat(t, b, "audio stopped around the digits", func(st Stats) bool { return st.PacketsReceived-st.TelephoneEvents >= 10 })
 }

@@ -139,11 +139,9 @@ func impairedCall(t *testing.T, kx string) {
 	}
 	// DTLS first needs ICE and a handshake through the lossy relay: wait
 	// for media to flow, then give it the same 4 s as SDES.
-	deadline := time.Now().Add(10 * time.Second)
-	for a.Stats().PacketsReceived == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(4 * time.Second)
+	waitStat(t, a, "no media through the relay", func(st Stats) bool { return st.PacketsReceived > 0 })
+	// 4 s of audio played (counted in frames, not wall time).
+	waitFrames(t, sink, sink.frames()+200)
 	pcm := sink.last(3 * SampleRate)
 	snr := blockSNR(pcm, 440)
 	st := a.Stats()

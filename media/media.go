@@ -1,6 +1,11 @@
-// Package media runs the audio of one WhatsApp Business call: SDP offer/answer
-// with SDES keys (a=crypto), Opus 48 kHz mono over SRTP on one UDP socket
-// (rtcp-mux), a small jitter buffer with Opus PLC/FEC, and symmetric RTP.
+// Package media runs the audio of one WhatsApp Business call: SDP
+// offer/answer, Opus 48 kHz mono over SRTP, a small jitter buffer with
+// Opus PLC/FEC, RFC 4733 telephone-events and RTCP quality figures.
+//
+// SRTP is keyed one of two ways, chosen once at negotiation: DTLS-SRTP
+// with ICE on pion/webrtc (Meta's default; we are the controlling ICE
+// agent and the DTLS client), or SDES (a=crypto) on one UDP socket with
+// rtcp-mux and symmetric RTP. Everything else is the same code for both.
 //
 // Meta expects the business to send the first SRTP packet, so Start sends one
 // right away and then one Opus frame every 20 ms without pauses (mute sends
@@ -31,17 +36,22 @@ type Sink interface{ WriteFrame(pcm []int16) error }
 
 // Config configures one call's media.
 type Config struct {
-	// KeyExchange is "sdes" (default, also "") or "dtls". DTLS is not
-	// implemented yet: Offer fails with ErrDTLSNotSupported.
+	// KeyExchange is what our offers use: "sdes" (default, also "") or
+	// "dtls" (DTLS-SRTP with ICE, what Meta offers). Answer follows the
+	// peer's offer whatever this says.
 	KeyExchange string
-	// BindIP is the local IP of the RTP socket; nil means 0.0.0.0 (or :: when
-	// answering an IPv6 offer).
+	// BindIP is the local IP of the RTP socket (SDES) or of the ICE host
+	// candidates (DTLS); nil means 0.0.0.0 (or :: when answering an IPv6
+	// SDES offer), and any interface's address for ICE.
 	BindIP net.IP
-	// AdvertiseIP goes into c=; nil means BindIP if specified, else the first
-	// non-loopback IPv4 of an interface that is up, else 127.0.0.1.
+	// AdvertiseIP goes into c= (SDES) or replaces the host candidates'
+	// address (DTLS, for a 1:1 NAT); nil means BindIP if specified, else
+	// the first non-loopback IPv4 of an interface that is up, else
+	// 127.0.0.1 (SDES) or the candidates' own addresses (DTLS).
 	AdvertiseIP net.IP
-	// PortMin, PortMax bound the local UDP port (even ports tried first);
-	// 0,0 lets the kernel pick.
+	// PortMin, PortMax bound the local UDP ports: the one RTP socket of an
+	// SDES call (even ports tried first), the ICE host candidates of a
+	// DTLS call. 0,0 lets the kernel pick.
 	PortMin, PortMax int
 	// NoMediaTimeout ends the session with ErrNoMedia when no authenticated
 	// packet arrived for this long. 0 means 30 s; negative disables it.
@@ -71,9 +81,6 @@ func (e *NegotiationError) Error() string {
 // ErrNoMedia is the Err of a session that saw no RTP for NoMediaTimeout.
 var ErrNoMedia = errors.New("media: no RTP received")
 
-// ErrDTLSNotSupported was returned before DTLS-SRTP existed; kept for callers.
-var ErrDTLSNotSupported = errors.New("media: dtls not supported")
-
 // Stats is a snapshot of a session's counters.
 type Stats struct {
 	PacketsSent     uint64
@@ -86,7 +93,7 @@ type Stats struct {
 	Duplicates      uint64 // replayed/duplicate packets dropped
 	Late            uint64 // packets arriving after their playout slot
 	UnknownPT       uint64 // authenticated packets with a payload type we did not negotiate
-	TelephoneEvents uint64 // RFC 4733 packets received (ignored for now)
+	TelephoneEvents uint64 // RFC 4733 packets received (each event goes to OnDTMF once)
 	RTCPReceived    uint64 // authenticated SRTCP packets
 
 	// Quality: RFC 3550 jitter of what we receive, round-trip time from the
@@ -100,7 +107,7 @@ type Stats struct {
 
 	FirstSentAt     time.Time
 	FirstReceivedAt time.Time
-	RemoteAddr      string // where we send RTP now (after symmetric-RTP latching)
+	RemoteAddr      string // SDES: where we send RTP now (after symmetric-RTP latching); DTLS: "" (ICE's)
 	Codec           string // e.g. "opus/48000/2 pt 111"
 }
 
@@ -117,6 +124,18 @@ func (c *Config) noMediaTimeout() time.Duration {
 		return 30 * time.Second
 	}
 	return c.NoMediaTimeout
+}
+
+// portRange checks PortMin, PortMax; lo == 0 means no range.
+func (c *Config) portRange() (lo, hi int, err error) {
+	lo, hi = c.PortMin, c.PortMax
+	if lo == 0 && hi == 0 {
+		return 0, 0, nil
+	}
+	if lo <= 0 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("media: bad rtp port range %d-%d", lo, hi)
+	}
+	return lo, hi, nil
 }
 
 func (c *Config) keyExchange() (string, error) {

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"errors"
 	"math"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ type quality struct {
 	expPrior    uint64
 	recvPrior   uint64
 	// send side, from the peer's reports about us
+	ourSSRC     uint32 // the SSRC their blocks about us carry
 	rttMs       float64
 	remoteLoss  uint8 // fraction lost (of 256) the peer reported
 	lossChanged bool
@@ -59,14 +61,14 @@ func (q *quality) onRTPArrival(h *rtp.Header, at time.Time) {
 	q.mu.Unlock()
 }
 
-// onRTCP takes a decrypted compound RTCP packet from the peer.
-func (q *quality) onRTCP(raw []byte, ourSSRC uint32, at time.Time) {
-	if pkts, err := rtcp.Unmarshal(raw); err == nil {
-		q.onRTCPPackets(pkts, ourSSRC, at)
-	}
+func (q *quality) setOurSSRC(ssrc uint32) {
+	q.mu.Lock()
+	q.ourSSRC = ssrc
+	q.mu.Unlock()
 }
 
-func (q *quality) onRTCPPackets(pkts []rtcp.Packet, ourSSRC uint32, at time.Time) {
+// onRTCPPackets takes an authenticated compound RTCP packet from the peer.
+func (q *quality) onRTCPPackets(pkts []rtcp.Packet, at time.Time) {
 	now := uint32(ntpTime(at) >> 16)
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -80,7 +82,7 @@ func (q *quality) onRTCPPackets(pkts []rtcp.Packet, ourSSRC uint32, at time.Time
 			blocks = r.Reports
 		}
 		for _, b := range blocks {
-			if b.SSRC != ourSSRC {
+			if b.SSRC != q.ourSSRC {
 				continue
 			}
 			if b.FractionLost != q.remoteLoss {
@@ -98,9 +100,9 @@ func (q *quality) onRTCPPackets(pkts []rtcp.Packet, ourSSRC uint32, at time.Time
 func (s *Session) report(tx *sender, now time.Time) *rtcp.SenderReport {
 	sr := &rtcp.SenderReport{SSRC: tx.ssrc, NTPTime: ntpTime(now), RTPTime: tx.ts,
 		PacketCount: uint32(s.sent.Load()), OctetCount: uint32(s.sent.Load() * 60)}
-	s.seqMu.Lock()
-	t := s.seq
-	s.seqMu.Unlock()
+	s.rx.mu.Lock()
+	t := s.rx.seq
+	s.rx.mu.Unlock()
 	if !t.init {
 		return sr
 	}
@@ -148,31 +150,11 @@ func mos(rttMs, jitterMs, lossPct float64) float64 {
 	return 1 + 0.035*r + r*(r-60)*(100-r)*7e-6
 }
 
-// sendRTCP sends our report (send goroutine only: the SRTP context is not
-// safe for concurrent use).
+// sendRTCP sends our report (send goroutine only: the transport's
+// outbound SRTP context is not safe for concurrent use).
 func (s *Session) sendRTCP(tx *sender, now time.Time) {
-	sr := s.report(tx, now)
-	raw, err := sr.Marshal()
-	if err != nil {
-		return
-	}
-	if s.rtc != nil {
-		select {
-		case <-s.rtc.connected:
-			_ = s.rtc.pc.WriteRTCP([]rtcp.Packet{sr})
-		default:
-		}
-		return
-	}
-	if tx.srtp == nil {
-		return
-	}
-	out, err := tx.srtp.EncryptRTCP(nil, raw, nil)
-	if err != nil {
-		return
-	}
-	if dst := s.dest.Load(); dst != nil {
-		_, _ = s.conn.WriteToUDPAddrPort(out, *dst)
+	if err := s.tr.writeRTCP(s.report(tx, now)); err != nil && !errors.Is(err, errNoPath) {
+		s.log.Debug("rtcp send failed", "err", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package media
 import (
 	"context"
 	"testing"
-	"time"
 )
 
 func TestMOSModel(t *testing.T) {
@@ -55,10 +54,7 @@ func rtcpBetween(t *testing.T, kx string) {
 	_ = b.Start(ctx, nil, nil)
 	// Reports go out 1 s after start and every 5 s; the second round
 	// carries LSR/DLSR of the first, giving an RTT.
-	deadline := time.Now().Add(9 * time.Second)
-	for time.Now().Before(deadline) && (a.Stats().RTCPReceived < 2 || a.Stats().RTTMs == 0) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitStat(t, a, "no RTT from two rounds of reports", func(st Stats) bool { return st.RTCPReceived >= 2 && st.RTTMs != 0 })
 	st := a.Stats()
 	if st.RTCPReceived < 2 || st.RTCPReceived > 3 {
 		t.Fatalf("RTCP received %d, want 2 (or 3) reports in about 6 s", st.RTCPReceived)

@@ -53,21 +53,6 @@ type remoteDesc struct {
 	direction string
 }
 
-// localDesc is what goes into our SDP.
-type localDesc struct {
-	sessID    uint64
-	ip        netip.Addr
-	port      int
-	key       sdesKey
-	protos    []string
-	opusPT    uint8
-	dtmfPT    int // -1 if none
-	dtmf      codecInfo
-	rtcpMux   bool
-	mid       string
-	direction string
-}
-
 func badSDP(format string, a ...any) *NegotiationError {
 	return &NegotiationError{Status: 400, Reason: fmt.Sprintf(format, a...)}
 }
@@ -266,68 +251,93 @@ type answerCheck struct {
 	fallback map[int]codecInfo
 }
 
-// analyzeAudio checks one audio m= line. The order of checks decides which
-// reason a caller sees: codec first, then transport security.
+// analyzeAudio checks one audio m= line of an SDES offer, or of the answer
+// to our SDES offer (ac set), in named steps. Their order decides which
+// reason a caller sees: transport profile, codecs, then keys, then the
+// address. DTLS-SRTP offers (a fingerprint, no a=crypto) never get here:
+// Answer hands them to pion. What is refused here is DTLS in an SDES
+// context: an answer to our SDES offer, or an offer mixing a DTLS profile
+// with a=crypto.
 func analyzeAudio(sd *sdp.SessionDescription, idx int, ac *answerCheck) (remoteDesc, *NegotiationError) {
 	md := sd.MediaDescriptions[idx]
 	rd := remoteDesc{index: idx, dtmfPT: -1, protos: md.MediaName.Protos}
-	proto := strings.ToUpper(strings.Join(md.MediaName.Protos, "/"))
-	isDTLS := strings.HasPrefix(proto, "UDP/TLS/") || strings.HasPrefix(proto, "TCP/TLS/") || strings.HasPrefix(proto, "TCP/DTLS/")
-	isRTP := proto == "RTP/AVP" || proto == "RTP/AVPF" || proto == "RTP/SAVP" || proto == "RTP/SAVPF"
-	if !isDTLS && !isRTP {
-		return rd, notAcceptable("unsupported transport %q", truncate(proto, 40))
+	isDTLS, nerr := audioProfile(md)
+	if nerr != nil {
+		return rd, nerr
 	}
+	if nerr := pickCodecs(&rd, md, ac); nerr != nil {
+		return rd, nerr
+	}
+	if nerr := pickKey(&rd, sd, md, isDTLS, ac); nerr != nil {
+		return rd, nerr
+	}
+	if nerr := mediaAddr(&rd, sd, md); nerr != nil {
+		return rd, nerr
+	}
+	rd.rtcpMux = hasAttr(md.Attributes, "rtcp-mux")
+	rd.mid, _ = md.Attribute("mid")
+	rd.direction = direction(sd, md)
+	return rd, nil
+}
 
-	cm := codecs(md)
-	lookup := func(pt int) (codecInfo, bool) {
-		c, ok := cm[pt]
-		if (!ok || c.name == "") && ac != nil {
-			c, ok = ac.fallback[pt]
-		}
-		return c, ok && c.name != ""
+// audioProfile accepts the RTP profiles (RTP/AVP, /AVPF, /SAVP, /SAVPF) and
+// the DTLS ones (UDP/TLS/..., TCP/TLS/..., TCP/DTLS/...), telling which.
+func audioProfile(md *sdp.MediaDescription) (isDTLS bool, nerr *NegotiationError) {
+	proto := strings.ToUpper(strings.Join(md.MediaName.Protos, "/"))
+	isDTLS = strings.HasPrefix(proto, "UDP/TLS/") || strings.HasPrefix(proto, "TCP/TLS/") || strings.HasPrefix(proto, "TCP/DTLS/")
+	switch proto {
+	case "RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF":
+		return false, nil
 	}
-	rd.opusPT, rd.dtmfPT = 0, -1
+	if !isDTLS {
+		return false, notAcceptable("unsupported transport %q", truncate(proto, 40))
+	}
+	return true, nil
+}
+
+// pickCodecs takes the first opus/48000 of the m= line's formats, and its
+// telephone-event (the 8 kHz one, what Meta uses, if several are offered).
+func pickCodecs(rd *remoteDesc, md *sdp.MediaDescription, ac *answerCheck) *NegotiationError {
+	cm := codecs(md)
 	foundOpus, dtmf8k := false, false
 	for _, f := range md.MediaName.Formats {
-		pt, err := strconv.Atoi(f)
-		if err != nil || pt < 0 || pt > 127 {
-			continue
-		}
-		c, ok := lookup(pt)
-		if !ok {
-			continue
-		}
+		pt, c, ok := formatCodec(cm, f, ac)
 		switch {
+		case !ok:
 		case !foundOpus && strings.EqualFold(c.name, "opus") && c.clock == SampleRate:
 			foundOpus, rd.opusPT, rd.opus = true, uint8(pt), c
-		case strings.EqualFold(c.name, "telephone-event") && !dtmf8k:
-			// Prefer the 8 kHz clock (what Meta uses) if several are offered.
-			if rd.dtmfPT < 0 || c.clock == 8000 {
-				rd.dtmfPT, rd.dtmf, dtmf8k = pt, c, c.clock == 8000
-			}
+		case strings.EqualFold(c.name, "telephone-event") && !dtmf8k && (rd.dtmfPT < 0 || c.clock == 8000):
+			rd.dtmfPT, rd.dtmf, dtmf8k = pt, c, c.clock == 8000
 		}
 	}
 	if !foundOpus {
-		return rd, notAcceptable("no common codec (need opus/48000)")
+		return notAcceptable("no common codec (need opus/48000)")
 	}
+	return nil
+}
 
-	var cryptoLines []string
-	for _, a := range md.Attributes {
-		if strings.EqualFold(a.Key, "crypto") {
-			cryptoLines = append(cryptoLines, a.Value)
-		}
+// formatCodec is the codec of one m= format: its rtpmap or, in an answer,
+// our offer's for a format the answer does not map.
+func formatCodec(cm map[int]codecInfo, format string, ac *answerCheck) (int, codecInfo, bool) {
+	pt, err := strconv.Atoi(format)
+	if err != nil || pt < 0 || pt > 127 {
+		return 0, codecInfo{}, false
 	}
-	fingerprint := hasAttr(md.Attributes, "fingerprint") || hasAttr(sd.Attributes, "fingerprint")
-	switch {
-	case isDTLS:
-		return rd, notAcceptable("DTLS-SRTP not supported yet")
-	case len(cryptoLines) == 0 && fingerprint:
-		return rd, notAcceptable("DTLS-SRTP not supported yet")
-	case len(cryptoLines) == 0:
-		return rd, notAcceptable("SRTP required")
+	c := cm[pt]
+	if c.name == "" && ac != nil {
+		c = ac.fallback[pt]
 	}
-	found := false
-	for _, cl := range cryptoLines {
+	return pt, c, c.name != ""
+}
+
+// pickKey takes the first usable a=crypto line (in an answer: the one with
+// our offer's tag and suite).
+func pickKey(rd *remoteDesc, sd *sdp.SessionDescription, md *sdp.MediaDescription, isDTLS bool, ac *answerCheck) *NegotiationError {
+	lines := cryptoLines(md)
+	if nerr := sdesOnly(sd, md, isDTLS, len(lines) > 0, ac != nil); nerr != nil {
+		return nerr
+	}
+	for _, cl := range lines {
 		k, err := parseCrypto(cl)
 		if err != nil {
 			continue
@@ -335,31 +345,62 @@ func analyzeAudio(sd *sdp.SessionDescription, idx int, ac *answerCheck) (remoteD
 		if ac != nil && (k.tag != ac.tag || k.suite != ac.suite) {
 			continue
 		}
-		rd.key, found = k, true
-		break
+		rd.key = k
+		return nil
 	}
-	if !found {
-		if ac != nil {
-			return rd, notAcceptable("answer has no usable a=crypto for tag %d %s", ac.tag, ac.suite)
-		}
-		return rd, notAcceptable("no supported SRTP crypto suite (need %s)", suite80)
+	if ac != nil {
+		return notAcceptable("answer has no usable a=crypto for tag %d %s", ac.tag, ac.suite)
 	}
+	return notAcceptable("no supported SRTP crypto suite (need %s)", suite80)
+}
 
+func cryptoLines(md *sdp.MediaDescription) []string {
+	var lines []string
+	for _, a := range md.Attributes {
+		if strings.EqualFold(a.Key, "crypto") {
+			lines = append(lines, a.Value)
+		}
+	}
+	return lines
+}
+
+// sdesOnly refuses a stream that has no SDES key or mixes DTLS-SRTP into
+// an SDES negotiation, each with a reason that says which.
+func sdesOnly(sd *sdp.SessionDescription, md *sdp.MediaDescription, isDTLS, hasCrypto, isAnswer bool) *NegotiationError {
+	fingerprint := hasAttr(md.Attributes, "fingerprint") || hasAttr(sd.Attributes, "fingerprint")
+	dtlsKeys := isDTLS || (!hasCrypto && fingerprint)
+	switch {
+	case dtlsKeys && isAnswer:
+		return notAcceptable("answer uses DTLS-SRTP, but our offer was SDES (a=crypto)")
+	case isDTLS && hasCrypto:
+		return notAcceptable("a=crypto with the DTLS profile %q: SDES keys need RTP/SAVP", truncate(strings.Join(md.MediaName.Protos, "/"), 40))
+	case isDTLS:
+		return notAcceptable("DTLS-SRTP profile without a=fingerprint")
+	case dtlsKeys:
+		// Only when another audio stream carries a=crypto: otherwise the
+		// offer is DTLS-SRTP and pion answers it.
+		return notAcceptable("a=fingerprint without a=crypto next to an SDES audio stream")
+	case !hasCrypto:
+		return notAcceptable("SRTP required")
+	}
+	return nil
+}
+
+// mediaAddr takes where the peer wants our RTP: c= and the m= port. An
+// unspecified address (0.0.0.0) leaves rd.addr zero: wait for its packets.
+func mediaAddr(rd *remoteDesc, sd *sdp.SessionDescription, md *sdp.MediaDescription) *NegotiationError {
 	ip, nerr := connAddr(sd, md)
 	if nerr != nil {
-		return rd, nerr
+		return nerr
 	}
 	port := md.MediaName.Port.Value
 	if port <= 0 || port > 65535 {
-		return rd, badSDP("bad port %d", port)
+		return badSDP("bad port %d", port)
 	}
 	if !ip.IsUnspecified() {
 		rd.addr = netip.AddrPortFrom(ip, uint16(port))
 	}
-	rd.rtcpMux = hasAttr(md.Attributes, "rtcp-mux")
-	rd.mid, _ = md.Attribute("mid")
-	rd.direction = direction(sd, md)
-	return rd, nil
+	return nil
 }
 
 // pickAudio returns the first usable audio stream of an offer; if none is
@@ -382,82 +423,6 @@ func pickAudio(sd *sdp.SessionDescription, ac *answerCheck) (remoteDesc, *Negoti
 		first = notAcceptable("no audio stream offered")
 	}
 	return remoteDesc{}, first
-}
-
-func addrType(ip netip.Addr) string {
-	if ip.Is4() {
-		return "IP4"
-	}
-	return "IP6"
-}
-
-// buildSDP renders our description. For an answer, offer is the peer's
-// session so that every offered m= line gets a line back (RFC 3264 §6),
-// the ones we do not use with port 0.
-func buildSDP(ld localDesc, offer *sdp.SessionDescription, audioIdx int) ([]byte, error) {
-	ipStr := ld.ip.String()
-	sd := &sdp.SessionDescription{
-		Version: 0,
-		Origin: sdp.Origin{
-			Username: "-", SessionID: ld.sessID, SessionVersion: ld.sessID,
-			NetworkType: "IN", AddressType: addrType(ld.ip), UnicastAddress: ipStr,
-		},
-		SessionName: "waphone",
-		ConnectionInformation: &sdp.ConnectionInformation{
-			NetworkType: "IN", AddressType: addrType(ld.ip), Address: &sdp.Address{Address: ipStr},
-		},
-		TimeDescriptions: []sdp.TimeDescription{{Timing: sdp.Timing{}}},
-	}
-
-	formats := []string{strconv.Itoa(int(ld.opusPT))}
-	if ld.dtmfPT >= 0 {
-		formats = append(formats, strconv.Itoa(ld.dtmfPT))
-	}
-	am := &sdp.MediaDescription{
-		MediaName: sdp.MediaName{Media: "audio", Port: sdp.RangedPort{Value: ld.port}, Protos: ld.protos, Formats: formats},
-	}
-	add := func(k, v string) { am.Attributes = append(am.Attributes, sdp.NewAttribute(k, v)) }
-	if ld.mid != "" {
-		add("mid", ld.mid)
-	}
-	add("rtpmap", fmt.Sprintf("%d opus/48000/2", ld.opusPT))
-	add("fmtp", fmt.Sprintf("%d %s", ld.opusPT, localOpusFmtp))
-	if ld.dtmfPT >= 0 {
-		add("rtpmap", fmt.Sprintf("%d %s", ld.dtmfPT, ld.dtmf.rtpmap()))
-		if ld.dtmf.hasFmtp {
-			add("fmtp", fmt.Sprintf("%d %s", ld.dtmfPT, ld.dtmf.fmtp))
-		}
-	}
-	add("crypto", ld.key.attr())
-	if ld.rtcpMux {
-		am.Attributes = append(am.Attributes, sdp.NewPropertyAttribute("rtcp-mux"))
-	}
-	add("ptime", "20")
-	add("maxptime", "20")
-	am.Attributes = append(am.Attributes, sdp.NewPropertyAttribute(ld.direction))
-
-	if offer == nil {
-		sd.MediaDescriptions = []*sdp.MediaDescription{am}
-	} else {
-		for i, om := range offer.MediaDescriptions {
-			if i == audioIdx {
-				sd.MediaDescriptions = append(sd.MediaDescriptions, am)
-				continue
-			}
-			f := om.MediaName.Formats
-			if len(f) == 0 {
-				f = []string{"0"}
-			}
-			sd.MediaDescriptions = append(sd.MediaDescriptions, &sdp.MediaDescription{
-				MediaName: sdp.MediaName{Media: om.MediaName.Media, Port: sdp.RangedPort{Value: 0}, Protos: om.MediaName.Protos, Formats: f[:1]},
-			})
-		}
-	}
-	b, err := sd.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("media: marshal sdp: %w", err)
-	}
-	return b, nil
 }
 
 // opusParams are the peer's receive limits from its Opus fmtp (RFC 7587).

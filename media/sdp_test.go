@@ -255,6 +255,7 @@ func TestNegotiationErrors(t *testing.T) {
 		{"plain rtp/avp", replace(replace(guideMetaOffer, testCrypto+"\n", ""), "RTP/SAVP", "RTP/AVP"), 488, "SRTP required"},
 		{"savp without crypto", replace(guideMetaOffer, testCrypto+"\n", ""), 488, "SRTP required"},
 		{"savp with fingerprint only", replace(guideMetaOffer, testCrypto, "a=fingerprint:sha-256 AA:BB"), 488, "WebRTC"},
+		{"dtls profile with sdes keys", replace(guideMetaOffer, "RTP/SAVP", "UDP/TLS/RTP/SAVPF"), 488, "a=crypto with the DTLS profile"},
 		{"unsupported suite", replace(guideMetaOffer, "AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"), 488, "no supported SRTP crypto suite"},
 		{"short key", replace(guideMetaOffer, "inline:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e", "inline:AQID"), 488, "no supported SRTP crypto suite"},
 		{"mki", replace(guideMetaOffer, "HB0e", "HB0e|2^31|1:4"), 488, "no supported SRTP crypto suite"},
@@ -441,6 +442,7 @@ func TestSetAnswer(t *testing.T) {
 	bad := []struct{ name, answer, reason string }{
 		{"wrong crypto tag", strings.Replace(guideTwilioAnswer111, "a=crypto:1 ", "a=crypto:7 ", 1), "no usable a=crypto"},
 		{"no crypto", strings.Replace(guideTwilioAnswer111, testCrypto2+"\n", "", 1), "SRTP required"},
+		{"dtls answer to an sdes offer", guideMetaOfferDTLS, "answer uses DTLS-SRTP"},
 		{"rejected audio", strings.Replace(guideTwilioAnswer111, "m=audio 15822", "m=audio 0", 1), "rejected the audio"},
 		{"garbage", "nope", "unparseable"},
 	}

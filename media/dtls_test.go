@@ -3,6 +3,8 @@ package media
 import (
 	"net"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,10 +96,7 @@ func TestDTLSPairDTMF(t *testing.T) {
 	}
 	_ = a.Start(t.Context(), nil, nil)
 	_ = b.Start(t.Context(), nil, nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.Stats().PacketsSent == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitStat(t, a, "no DTLS media", func(st Stats) bool { return st.PacketsSent > 0 })
 	if err := a.SendDTMF("5*"); err != nil {
 		t.Fatal(err)
 	}
@@ -195,4 +194,98 @@ func TestAnswerToOfferWithoutBundle(t *testing.T) {
 	if strings.Contains(a, "a=group:BUNDLE") {
 		t.Fatalf("answer adds a BUNDLE group the offer did not have:\n%s", a)
 	}
+}
+
+// freePortBlock finds n consecutive UDP ports free on 127.0.0.1.
+func freePortBlock(t *testing.T, n int) int {
+	t.Helper()
+	for range 20 {
+		probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo := probe.LocalAddr().(*net.UDPAddr).Port
+		probe.Close()
+		if lo+n-1 > 65535 {
+			continue
+		}
+		if len(boundPorts(lo, lo+n-1)) == 0 {
+			return lo
+		}
+	}
+	t.Skip("no free block of UDP ports")
+	return 0
+}
+
+// boundPorts lists the ports of lo..hi that something holds on 127.0.0.1.
+func boundPorts(lo, hi int) []int {
+	var busy []int
+	for p := lo; p <= hi; p++ {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
+		if err != nil {
+			busy = append(busy, p)
+			continue
+		}
+		c.Close()
+	}
+	return busy
+}
+
+var hostCandRE = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host`)
+
+// TestDTLSBindsNoRTPSocket: in a DTLS call the only sockets in rtp_ports
+// are ICE's host candidates, which pion reads. (A DTLS session once also
+// bound the SDES RTP socket there, which nothing read, and took the even
+// port of a one-port range from ICE.)
+func TestDTLSBindsNoRTPSocket(t *testing.T) {
+	const n = 4
+	lo := freePortBlock(t, n)
+	cfg := testConfig()
+	cfg.KeyExchange, cfg.PortMin, cfg.PortMax = "dtls", lo, lo+n-1
+	check := func(t *testing.T, what string, sdpText []byte) {
+		t.Helper()
+		var cands []int
+		for _, m := range hostCandRE.FindAllSubmatch(sdpText, -1) {
+			p, _ := strconv.Atoi(string(m[1]))
+			cands = append(cands, p)
+		}
+		busy := boundPorts(lo, lo+n-1)
+		if len(cands) == 0 || !slices.Equal(busy, cands) {
+			t.Errorf("%s: ports %v bound in %d-%d, want only the ICE host candidates' %v", what, busy, lo, lo+n-1, cands)
+		}
+	}
+	t.Run("offer", func(t *testing.T) {
+		s, offer, err := Offer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, "offer", offer)
+		s.Close()
+		if busy := boundPorts(lo, lo+n-1); len(busy) != 0 {
+			t.Errorf("ports %v still bound after Close", busy)
+		}
+	})
+	t.Run("answer", func(t *testing.T) {
+		s, ans, err := Answer(cfg, []byte(guideMetaOfferDTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		check(t, "answer", ans)
+	})
+	// A one-port range is ICE's alone: two calls in a row both get it.
+	t.Run("one port", func(t *testing.T) {
+		one := cfg
+		one.PortMax = one.PortMin
+		for i := range 2 {
+			s, offer, err := Offer(one)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := hostCandRE.FindSubmatch(offer); m == nil || string(m[1]) != strconv.Itoa(lo) {
+				t.Errorf("call %d: host candidate not on the one rtp port %d:\n%s", i, lo, offer)
+			}
+			s.Close()
+		}
+	})
 }

@@ -1,0 +1,156 @@
+package media
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hraban/opus"
+)
+
+const (
+	// Largest Opus packet is 120 ms; the decoder sizes its output by cap().
+	maxDecodeSamples = SampleRate * 120 / 1000
+	// Consecutive underrun frames we conceal before playing plain silence.
+	maxPLCRun = 5
+)
+
+// player turns jitter-buffer output into exactly one 20 ms frame per tick
+// (the play goroutine only).
+type player struct {
+	dec     *opus.Decoder
+	lastN   int // samples of the last decoded packet: PLC/FEC size
+	plcRun  int
+	decoded bool
+	pend    int
+	pay     [maxPayload]byte
+	pcm     [FrameSamples + maxDecodeSamples]int16
+	out     [FrameSamples]int16
+}
+
+// next produces the next frame; it returns how many packets' worth of audio
+// were concealed, and how many of those came from FEC.
+func (p *player) next(jb *jitterBuffer, mu *sync.Mutex) (frame []int16, concealed, fec int) {
+	for p.pend < FrameSamples {
+		mu.Lock()
+		kind, n := jb.pop(p.pay[:])
+		mu.Unlock()
+		if kind == popEmpty {
+			if p.decoded && p.plcRun < maxPLCRun {
+				p.plcRun++
+				p.plc()
+				concealed++
+			} else {
+				clear(p.pcm[p.pend:FrameSamples])
+				p.pend = FrameSamples
+			}
+			break
+		}
+		p.plcRun = 0
+		c, f := p.decode(kind, n)
+		concealed += c
+		fec += f
+	}
+	copy(p.out[:], p.pcm[:FrameSamples])
+	p.pend = copy(p.pcm[:], p.pcm[FrameSamples:p.pend])
+	return p.out[:], concealed, fec
+}
+
+// decode appends the audio of one popped slot to p.pcm.
+func (p *player) decode(kind popKind, n int) (concealed, fec int) {
+	switch kind {
+	case popFrame:
+		dst := p.pcm[p.pend : p.pend+maxDecodeSamples : p.pend+maxDecodeSamples]
+		if m, err := p.dec.Decode(p.pay[:n], dst); err == nil && m > 0 {
+			p.pend += m
+			p.lastN = m
+			p.decoded = true
+			return 0, 0
+		}
+		p.plc() // corrupt payload (authenticated, so a peer bug): conceal
+		return 1, 0
+	case popLostFEC:
+		dst := p.pcm[p.pend : p.pend+p.lastN : p.pend+p.lastN]
+		if err := p.dec.DecodeFEC(p.pay[:n], dst); err == nil {
+			p.pend += p.lastN
+			return 1, 1
+		}
+		p.plc()
+		return 1, 0
+	case popLost:
+		p.plc()
+		return 1, 0
+	}
+	return 0, 0
+}
+
+func (p *player) plc() {
+	n := p.lastN
+	dst := p.pcm[p.pend : p.pend+n : p.pend+n]
+	if !p.decoded || p.dec.DecodePLC(dst) != nil {
+		clear(dst)
+	}
+	p.pend += n
+}
+
+// playLoop gives sink one frame every 20 ms from the peer's first packet
+// on, and ends the session when the peer stays silent too long.
+func (s *Session) playLoop(ctx, parent context.Context, sink Sink, p *player) {
+	defer s.wg.Done()
+	t := time.NewTicker(frameDur)
+	defer t.Stop()
+	var sinkErrs uint64
+	for {
+		select {
+		case <-ctx.Done():
+			s.stop(parent.Err())
+			return
+		case <-t.C:
+		}
+		s.playBeat.Store(time.Now().UnixNano())
+		heard, timedOut := s.mediaState()
+		if timedOut {
+			s.stop(ErrNoMedia)
+			return
+		}
+		if !heard {
+			continue // nothing to play until the peer's first packet
+		}
+		s.q.mu.Lock()
+		jit := s.q.jitter * 1000 / SampleRate
+		s.q.mu.Unlock()
+		s.rx.mu.Lock()
+		s.rx.jb.setTarget(jit)
+		s.rx.mu.Unlock()
+		frame, c, f := p.next(&s.rx.jb, &s.rx.mu)
+		if c > 0 {
+			s.concealed.Add(uint64(c))
+			s.fec.Add(uint64(f))
+		}
+		if sink == nil {
+			continue
+		}
+		if err := sink.WriteFrame(frame); err != nil {
+			if sinkErrs++; logEvery(sinkErrs) {
+				s.log.Warn("audio sink failed", "err", err, "count", sinkErrs)
+			}
+		}
+	}
+}
+
+// mediaState tells whether the peer was heard at all, and whether it has
+// been silent for longer than the no-media limit: min(20 s, NoMediaTimeout)
+// before its first packet, NoMediaTimeout after. Silence before Start does
+// not count (a DTLS peer may send while the phone still rings).
+func (s *Session) mediaState() (heard, timedOut bool) {
+	idle, heard := s.rx.idle()
+	timeout := s.cfg.noMediaTimeout()
+	if timeout <= 0 {
+		return heard, false
+	}
+	running := time.Since(s.startedAt)
+	if !heard {
+		return false, running > min(timeout, startNoMediaLimit)
+	}
+	return true, min(idle, running) > timeout
+}

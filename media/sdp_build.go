@@ -1,0 +1,102 @@
+package media
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	"github.com/pion/sdp/v3"
+)
+
+// Our SDES SDP, offer or answer. (In DTLS mode pion writes the SDP.)
+
+// localDesc is what goes into our SDP.
+type localDesc struct {
+	sessID    uint64
+	ip        netip.Addr
+	port      int
+	key       sdesKey
+	protos    []string
+	opusPT    uint8
+	dtmfPT    int // -1 if none
+	dtmf      codecInfo
+	rtcpMux   bool
+	mid       string
+	direction string
+}
+
+func addrType(ip netip.Addr) string {
+	if ip.Is4() {
+		return "IP4"
+	}
+	return "IP6"
+}
+
+// buildSDP renders our description. For an answer, offer is the peer's
+// session so that every offered m= line gets a line back (RFC 3264 §6),
+// the ones we do not use with port 0.
+func buildSDP(ld localDesc, offer *sdp.SessionDescription, audioIdx int) ([]byte, error) {
+	ipStr := ld.ip.String()
+	sd := &sdp.SessionDescription{
+		Version: 0,
+		Origin: sdp.Origin{
+			Username: "-", SessionID: ld.sessID, SessionVersion: ld.sessID,
+			NetworkType: "IN", AddressType: addrType(ld.ip), UnicastAddress: ipStr,
+		},
+		SessionName: "waphone",
+		ConnectionInformation: &sdp.ConnectionInformation{
+			NetworkType: "IN", AddressType: addrType(ld.ip), Address: &sdp.Address{Address: ipStr},
+		},
+		TimeDescriptions: []sdp.TimeDescription{{Timing: sdp.Timing{}}},
+	}
+
+	formats := []string{strconv.Itoa(int(ld.opusPT))}
+	if ld.dtmfPT >= 0 {
+		formats = append(formats, strconv.Itoa(ld.dtmfPT))
+	}
+	am := &sdp.MediaDescription{
+		MediaName: sdp.MediaName{Media: "audio", Port: sdp.RangedPort{Value: ld.port}, Protos: ld.protos, Formats: formats},
+	}
+	add := func(k, v string) { am.Attributes = append(am.Attributes, sdp.NewAttribute(k, v)) }
+	if ld.mid != "" {
+		add("mid", ld.mid)
+	}
+	add("rtpmap", fmt.Sprintf("%d opus/48000/2", ld.opusPT))
+	add("fmtp", fmt.Sprintf("%d %s", ld.opusPT, localOpusFmtp))
+	if ld.dtmfPT >= 0 {
+		add("rtpmap", fmt.Sprintf("%d %s", ld.dtmfPT, ld.dtmf.rtpmap()))
+		if ld.dtmf.hasFmtp {
+			add("fmtp", fmt.Sprintf("%d %s", ld.dtmfPT, ld.dtmf.fmtp))
+		}
+	}
+	add("crypto", ld.key.attr())
+	if ld.rtcpMux {
+		am.Attributes = append(am.Attributes, sdp.NewPropertyAttribute("rtcp-mux"))
+	}
+	add("ptime", "20")
+	add("maxptime", "20")
+	am.Attributes = append(am.Attributes, sdp.NewPropertyAttribute(ld.direction))
+
+	if offer == nil {
+		sd.MediaDescriptions = []*sdp.MediaDescription{am}
+	} else {
+		for i, om := range offer.MediaDescriptions {
+			if i == audioIdx {
+				sd.MediaDescriptions = append(sd.MediaDescriptions, am)
+				continue
+			}
+			f := om.MediaName.Formats
+			if len(f) == 0 {
+				f = []string{"0"}
+			}
+			sd.MediaDescriptions = append(sd.MediaDescriptions, &sdp.MediaDescription{
+				MediaName: sdp.MediaName{Media: om.MediaName.Media, Port: sdp.RangedPort{Value: 0}, Protos: om.MediaName.Protos, Formats: f[:1]},
+			})
+		}
+	}
+	b, err := sd.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("media: marshal sdp: %w", err)
+	}
+	return b, nil
+}
