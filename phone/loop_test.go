@@ -475,10 +475,18 @@ func TestUnACKedAnswerHangsUp(t *testing.T) {
 func TestSetPolicyAppliesToTheNextCall(t *testing.T) {
 	clk := &fakeClock{}
 	r := newRig(t, rigOpts{answer: "button", clock: clk})
-	r.phone.SetPolicy(phone.Policy{Answer: "auto", RingTimeout: 5 * time.Second})
-	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user})
-	if err != nil || c.Status() != 200 {
-		t.Fatalf("call after SetPolicy(auto): %v %v", err, c)
+	r.phone.SetPolicy(phone.Policy{Answer: "auto", AutoAnswerDelay: time.Second, RingTimeout: 5 * time.Second})
+	c, err := r.sim.Call(context.Background(), r.target, metasim.CallOptions{From: user, ReturnOnRinging: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the auto-answer timer", func() bool { return clk.armed(time.Second) })
+	if !clk.armed(5 * time.Second) {
+		t.Fatal("the ring timeout is not the new policy's")
+	}
+	clk.fire(time.Second)
+	if err := c.WaitAnswer(context.Background()); err != nil || c.Status() != 200 {
+		t.Fatalf("call after SetPolicy(auto): %v %v", err, c.Status())
 	}
 	_ = c.Hangup(context.Background())
 	r.waitState(t, phone.Idle)
