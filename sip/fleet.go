@@ -362,7 +362,10 @@ func (e *Endpoint) register(ctx context.Context, expires time.Duration) (time.Du
 	req.SetBody(nil)
 	req.SetDestination(f.cfg.Edge)
 
-	rctx, cancel := context.WithTimeout(ctx, 32*e.cfg.T1)
+	// The edge is one hop away: a REGISTER unanswered for long is lost (with
+	// TLS 1.3 an edge refusing our certificate says so only by closing the
+	// connection, which the transaction does not notice).
+	rctx, cancel := context.WithTimeout(ctx, min(32*e.cfg.T1, 5*time.Second))
 	defer cancel()
 	res, err := e.cli.Do(rctx, req, noBuild)
 	if err != nil {
