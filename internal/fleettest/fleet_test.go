@@ -190,6 +190,17 @@ func TestFleet(t *testing.T) {
 		d.stop()
 	})
 
+	t.Run("certificate swap without a restart (kamcmd tls.reload)", func(t *testing.T) {
+		if out, err := exec.Command("kamcmd", "-s", "unix:"+f.edge.ctl, "tls.reload").CombinedOutput(); err != nil {
+			t.Fatalf("kamcmd tls.reload: %v: %s", err, out)
+		}
+		c := f.ringAll(t)
+		if err := c.Cancel(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.waitStates(t, "idle", 10*time.Second, 0, 1, 2)
+	})
+
 	t.Run("edge restart: desks register again and ring", func(t *testing.T) {
 		f.edge.stop(t)
 		start := time.Now()
