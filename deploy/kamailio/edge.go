@@ -276,7 +276,7 @@ func ipPort(s string) (netip.AddrPort, error) {
 		return ap, errors.New("want IP:port (Kamailio picks the TLS profile by the listening address)")
 	}
 	if ap.Addr().IsUnspecified() {
-		return ap, errors.New("want the interface's own IP, not 0.0.0.0 or ::")
+		return ap, errors.New("want the interface's own IP, not an unspecified address (0.0.0.0, [::])")
 	}
 	return ap, nil
 }
@@ -299,7 +299,7 @@ const (
 // names edge.toml in the header comments.
 func Render(c Config, password, source string) (Files, error) {
 	if password == "" || strings.ContainsAny(password, "\"\\\n\r") {
-		return Files{}, errors.New("meta password: empty, or holds a quote, backslash or line break (Kamailio strings cannot carry it)")
+		return Files{}, errors.New("meta password: empty, or holds a quote, backslash or line break, which Kamailio strings cannot carry")
 	}
 	// #!substdef needs a delimiter the password does not use.
 	delim := ""
