@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service deb install test test-short lint demo interop bench fuzz deps clean
+.PHONY: fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service deb install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -56,6 +56,12 @@ soak:
 # calls must all succeed (about 2 minutes; not part of `go test ./...`).
 stress:
 	$(GO) test -tags '$(TAGS) stress' -count=1 -timeout 10m -run TestStress -v ./internal/stress/
+
+# Fleet: a real Kamailio edge (Debian kamailio + kamailio-tls-modules),
+# three real waphone desks and metasim as Meta on loopback (about 2 minutes;
+# not part of `go test ./...`).
+fleet:
+	$(GO) test -tags '$(TAGS) fleet' -count=1 -timeout 10m -run TestFleet -v ./internal/fleettest/
 
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./sip/ ./media/ ./audio/ ./phone/

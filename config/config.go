@@ -43,7 +43,28 @@ type Config struct {
 	State State `toml:"state"`
 	TLS   TLS   `toml:"tls"`
 	Log   Log   `toml:"log"`
+	Fleet Fleet `toml:"fleet"`
 }
+
+// Fleet is the [fleet] table: this desk is one of many sharing the number
+// behind an edge proxy (deploy/kamailio, docs/fleet.md). Set edge to turn
+// fleet mode on: the desk then registers at the edge instead of listening
+// for Meta, and needs no Meta password or public certificate.
+type Fleet struct {
+	Edge            string   `toml:"edge"`      // host:port of the edge's desk port; "" = not in a fleet
+	EdgeName        string   `toml:"edge_name"` // name on the edge's certificate; "" = edge's host
+	EdgeCAFile      string   `toml:"edge_ca_file"`
+	CertFile        string   `toml:"cert_file"` // this desk's client certificate (from the fleet CA)
+	KeyFile         string   `toml:"key_file"`
+	Device          string   `toml:"device"` // this desk's name, unique in the fleet
+	RegisterExpires Duration `toml:"register_expires"`
+	// Q orders the desks when the edge hunts instead of ringing all at
+	// once: higher rings first. "" = no preference.
+	Q string `toml:"q"`
+}
+
+// Enabled says whether this desk is in a fleet.
+func (f Fleet) Enabled() bool { return f.Edge != "" }
 
 // TLS is the [tls] table: a certificate from an ACME CA instead of files.
 type TLS struct {
@@ -194,6 +215,7 @@ func Default() Config {
 		State: State{Dir: "/var/lib/waphone"},
 		TLS:   TLS{Challenge: "tls-alpn-01"},
 		Log:   Log{Level: "info"},
+		Fleet: Fleet{RegisterExpires: Duration{120 * time.Second}},
 	}
 }
 
@@ -391,6 +413,7 @@ func (c *Config) validate(name string, raw []byte) error {
 			bad("webhook", "app_secret_file", "is required with webhook.listen (the app secret: Meta signs every webhook with it)")
 		}
 	}
+	c.validateFleet(bad)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -520,4 +543,41 @@ func ReadSecret(path, key string) (string, error) {
 		return "", fmt.Errorf("%s %s is empty", key, path)
 	}
 	return pw, nil
+}
+
+// validateFleet checks [fleet] when edge is set; the device name's grammar
+// is sip's (it becomes the Contact host).
+func (c *Config) validateFleet(bad func(table, key, format string, a ...any)) {
+	f := &c.Fleet
+	if !f.Enabled() {
+		return
+	}
+	if _, _, err := net.SplitHostPort(f.Edge); err != nil {
+		bad("fleet", "edge", "%q: want host:port of the edge's desk port, like edge.example.com:5062", f.Edge)
+	}
+	if f.EdgeName != "" && !hostnameRE.MatchString(f.EdgeName) {
+		bad("fleet", "edge_name", "%q: want the DNS name on the edge's certificate", f.EdgeName)
+	}
+	if f.EdgeCAFile == "" {
+		bad("fleet", "edge_ca_file", "is required: the fleet CA that signed the edge's and the desks' certificates")
+	}
+	if f.CertFile == "" || f.KeyFile == "" {
+		bad("fleet", "cert_file", "and fleet.key_file are required: this desk's client certificate from the fleet CA")
+	}
+	if f.Device == "" {
+		bad("fleet", "device", "is required: this desk's name, unique in the fleet (e.g. \"front-desk\")")
+	} else if err := sip.CheckDevice(f.Device); err != nil {
+		bad("fleet", "device", "%v", err)
+	}
+	if d := f.RegisterExpires.Duration; d < 10*time.Second || d > time.Hour {
+		bad("fleet", "register_expires", "%s: want 10s to 1h", d)
+	}
+	if f.Q != "" {
+		if q, err := strconv.ParseFloat(f.Q, 64); err != nil || q < 0 || q > 1 {
+			bad("fleet", "q", "%q: want a number from 0 to 1, like \"0.5\"", f.Q)
+		}
+	}
+	if c.TLS.ACME {
+		bad("tls", "acme", "is for a phone Meta reaches directly; a fleet desk uses fleet.cert_file from the fleet CA")
+	}
 }

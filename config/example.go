@@ -147,5 +147,26 @@ dir = "/var/lib/waphone"
 [log]
 # debug, info, warn or error.
 level = "info"
+
+[fleet]
+# Many desks, one number: set edge and this desk registers at a Kamailio edge
+# (waphone edge-config renders it; docs/fleet.md) instead of listening for Meta.
+# It then needs no sip.password_file and no public certificate: the edge
+# answers Meta. Keep sip.hostname and sip.number the business's.
+# The edge's desk port, host:port. Empty = not in a fleet.
+edge = ""
+# The name on the edge's certificate. Empty = edge's host.
+edge_name = ""
+# The fleet CA: it signed the edge's desk-port certificate and every desk's.
+edge_ca_file = ""
+# This desk's client certificate and key, from the fleet CA.
+cert_file = ""
+key_file = ""
+# This desk's name, unique in the fleet: lower-case letters, digits, '-'.
+device = ""
+# How long a registration lasts; the desk refreshes it at half that.
+register_expires = "120s"
+# Hunt order when the edge hunts instead of ringing all desks: 0 to 1, higher first. Empty = none.
+q = ""
 `
 }

@@ -19,8 +19,12 @@ const (
 	EndRemoteBye = "remote-bye" // the WhatsApp user (or Meta) hung up
 	EndLocalBye  = "local-bye"  // we hung up
 	EndCancelled = "cancelled"  // Meta cancelled before we answered
-	EndRejected  = "rejected"   // we declined (busy, no answer)
-	EndFailed    = "failed"     // signaling failed
+	// EndAnsweredElsewhere: the edge cancelled our ringing because another
+	// desk of the fleet answered (CANCEL with Reason: SIP;cause=200). Like a
+	// cancel, but not a missed call.
+	EndAnsweredElsewhere = "answered-elsewhere"
+	EndRejected          = "rejected" // we declined (busy, no answer)
+	EndFailed            = "failed"   // signaling failed
 	// EndNoACK: we answered, Meta's ACK never came within 64·T1, and we hung
 	// up (RFC 3261 §13.3.1.4).
 	EndNoACK = "no-ack"

@@ -70,6 +70,10 @@ type Config struct {
 	T1        time.Duration
 	UserAgent string
 	Logger    *slog.Logger
+	// Fleet, when set, puts the endpoint behind an edge proxy: it registers
+	// there instead of listening for Meta, and Password may be nil (the
+	// edge answers Meta's challenges). See Fleet.
+	Fleet *Fleet
 }
 
 // Handler receives calls that passed authentication. It runs on the
@@ -99,6 +103,7 @@ type Endpoint struct {
 	// INVITEs refused by the throttle, and when that was last logged.
 	throttled, throttleLog atomic.Int64
 	noACK                  atomic.Uint64
+	fleet                  *fleetState // nil unless Config.Fleet
 
 	mu      sync.Mutex
 	dialogs map[string]*dialog
@@ -107,8 +112,11 @@ type Endpoint struct {
 
 // New builds an endpoint. Close it to release sipgo's transports.
 func New(cfg Config, h Handler) (*Endpoint, error) {
-	if cfg.Hostname == "" || cfg.Number == "" || cfg.Password == nil {
+	if cfg.Hostname == "" || cfg.Number == "" || (cfg.Password == nil && cfg.Fleet == nil) {
 		return nil, errors.New("sip: hostname, number and password are required")
+	}
+	if cfg.Password == nil {
+		cfg.Password = func() (string, error) { return "", errors.New("fleet mode: the edge holds Meta's password") }
 	}
 	if cfg.Gateway == "" {
 		cfg.Gateway = DefaultGateway
@@ -162,11 +170,20 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 	// Outbound TLS verifies the gateway's name whatever address we dial:
 	// sipgo would otherwise verify against the IP of GatewayAddr.
 	clientTLS := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.GatewayRoots, ServerName: gwHost}
-	e.ua, err = sipgo.NewUA(
+	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(cfg.UserAgent),
 		sipgo.WithUserAgentHostname(cfg.Hostname),
-		sipgo.WithUserAgenTLSConfig(clientTLS),
-	)
+	}
+	if cfg.Fleet != nil {
+		if e.fleet, err = newFleetState(*cfg.Fleet); err != nil {
+			return nil, err
+		}
+		// Every connection goes to the edge and proves who we are.
+		clientTLS = e.fleet.clientTLS()
+		uaOpts = append(uaOpts, sipgo.WithUserAgentTransportLayerOptions(ssip.WithTransportLayerReadFilter(e.fleet.readFilter)))
+	}
+	uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(clientTLS))
+	e.ua, err = sipgo.NewUA(uaOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("sip: user agent: %w", err)
 	}
@@ -179,21 +196,40 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 		return nil, fmt.Errorf("sip: client: %w", err)
 	}
 	e.dua = &sipgo.DialogUA{Client: e.cli, ContactHDR: e.contact()}
-	e.srv.OnInvite(e.onInvite)
-	e.srv.OnAck(e.onAck)
-	e.srv.OnBye(e.onBye)
-	e.srv.OnOptions(e.onOptions)
-	e.srv.OnCancel(func(req *ssip.Request, tx ssip.ServerTransaction) {
+	e.srv.OnInvite(e.edgeOnly(e.onInvite))
+	e.srv.OnAck(e.edgeOnly(e.onAck))
+	e.srv.OnBye(e.edgeOnly(e.onBye))
+	e.srv.OnOptions(e.edgeOnly(e.onOptions))
+	e.srv.OnCancel(e.edgeOnly(func(req *ssip.Request, tx ssip.ServerTransaction) {
 		// sipgo's transaction layer answers a matching CANCEL itself; one
 		// that reaches here matched no INVITE.
 		e.respond(req, tx, 481, "Call/Transaction Does Not Exist")
-	})
+	}))
 	e.srv.OnNoRoute(func(req *ssip.Request, tx ssip.ServerTransaction) {
 		res := ssip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
 		res.AppendHeader(ssip.NewHeader("Allow", allowMethods))
 		_ = tx.Respond(res)
 	})
 	return e, nil
+}
+
+// edgeOnly, for a fleet desk, refuses requests that did not come over the
+// connection it registered at the edge (nothing else should reach a desk
+// that never listens, but sipgo would serve any connection it holds).
+func (e *Endpoint) edgeOnly(h func(*ssip.Request, ssip.ServerTransaction)) func(*ssip.Request, ssip.ServerTransaction) {
+	if e.fleet == nil {
+		return h
+	}
+	return func(req *ssip.Request, tx ssip.ServerTransaction) {
+		if !e.fleet.fromEdge(req.Source()) {
+			e.log.Warn("fleet: request not from the registered edge connection; refused", "method", req.Method, "remote", req.Source())
+			if !req.IsAck() {
+				e.respond(req, tx, 403, "Forbidden")
+			}
+			return
+		}
+		h(req, tx)
+	}
 }
 
 func splitHostPortDefault(s string, def int) (string, int, error) {
@@ -212,8 +248,12 @@ func splitHostPortDefault(s string, def int) (string, int, error) {
 }
 
 // Serve accepts SIP over TLS on ln until ctx ends. The allow-list and
-// connection cap run before the TLS handshake.
+// connection cap run before the TLS handshake. A fleet desk does not
+// listen: it takes requests over its connection to the edge (RunFleet).
 func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config) error {
+	if e.fleet != nil {
+		return errors.New("sip: a fleet desk does not listen; it registers at the edge (RunFleet)")
+	}
 	g := newGuardListener(ln, tlsConf, guardConfig{
 		allow: e.cfg.Allow, trusted: e.trust.trusted, prefixOf: e.prefix.of,
 		maxConns: e.cfg.MaxConns, reserved: e.cfg.ReservedConns,
@@ -294,6 +334,9 @@ func (e *Endpoint) Close() error {
 }
 
 func (e *Endpoint) contact() ssip.ContactHeader {
+	if e.fleet != nil {
+		return e.fleetContact()
+	}
 	return ssip.ContactHeader{Address: ssip.Uri{
 		Scheme: "sip", User: e.cfg.Number, Host: e.cfg.Hostname, Port: e.cfg.ContactPort,
 		UriParams: ssip.HeaderParams{{K: "transport", V: "tls"}},
@@ -311,8 +354,11 @@ func (e *Endpoint) respond(req *ssip.Request, tx ssip.ServerTransaction, code in
 }
 
 // destination maps a URI to the host:port we dial, applying GatewayAddr for
-// the gateway's name.
+// the gateway's name. A fleet desk sends everything to the edge.
 func (e *Endpoint) destination(u ssip.Uri) string {
+	if e.fleet != nil {
+		return e.fleet.cfg.Edge
+	}
 	port := u.Port
 	if port == 0 {
 		port = DefaultPort

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ssip "github.com/emiago/sipgo/sip"
@@ -22,6 +23,27 @@ type InboundCall struct {
 	once     sync.Once
 	finalMu  sync.Mutex
 	final    bool
+	// cancelEnd names the end of a call cancelled before our answer.
+	cancelEnd func() (by, why string)
+}
+
+// answeredElsewhere reads a CANCEL's Reason header: cause 200 of the SIP
+// protocol (RFC 3326) is what a forking proxy sends the desks that lost
+// the race, "Call completed elsewhere".
+func answeredElsewhere(reason string) bool {
+	for _, r := range strings.Split(reason, ",") {
+		parts := strings.Split(r, ";")
+		if !strings.EqualFold(strings.TrimSpace(parts[0]), "SIP") {
+			continue
+		}
+		for _, p := range parts[1:] {
+			k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(strings.TrimSpace(k), "cause") && strings.TrimSpace(v) == "200" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Offer is Meta's SDP offer, untouched.
@@ -96,7 +118,7 @@ func (c *InboundCall) Answer(ctx context.Context, sdp []byte) error {
 		// CANCEL (or the connection's end) won the race against our answer.
 		err := c.tx.Err()
 		if errors.Is(err, ssip.ErrTransactionCanceled) {
-			c.d.end(EndCancelled, "CANCEL")
+			c.d.end(c.cancelEnd())
 		} else {
 			c.d.end(EndFailed, fmt.Sprintf("INVITE transaction ended before the answer: %v", err))
 		}
@@ -142,15 +164,17 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 	}
 	src := req.Source()
 	ip := sourceIP(src)
-	if e.throttle.blocked(ip) {
-		e.noteThrottled(src)
-		e.respond(req, tx, 403, "Forbidden")
-		return
-	}
-	// Authenticate before looking at the Request-URI: every number gets the
-	// same 407, so a scan cannot tell which one rings here.
-	if !e.authorize(req, tx, ip) {
-		return
+	if e.fleet == nil { // a fleet desk's INVITEs come from the edge, which checked Meta's digest (edgeOnly)
+		if e.throttle.blocked(ip) {
+			e.noteThrottled(src)
+			e.respond(req, tx, 403, "Forbidden")
+			return
+		}
+		// Authenticate before looking at the Request-URI: every number gets the
+		// same 407, so a scan cannot tell which one rings here.
+		if !e.authorize(req, tx, ip) {
+			return
+		}
 	}
 	if u := strings.TrimPrefix(req.Recipient.User, "+"); u != e.digits {
 		// Meta may append request_uri_user_params (";tgrp=...") to the user part.
@@ -167,6 +191,24 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 		// We never do late offer: Meta always sends one.
 		e.respond(req, tx, 488, "Not Acceptable Here", ssip.NewHeader("Warning", `399 waphone "an SDP offer is required"`))
 		return
+	}
+	// The CANCEL's Reason (RFC 3326) tells a call answered at another desk
+	// from one the caller gave up; sipgo answers the CANCEL itself.
+	var cancelReason atomic.Value
+	tx.OnCancel(func(r *ssip.Request) {
+		if h := r.GetHeader("Reason"); h != nil {
+			cancelReason.Store(h.Value())
+		}
+	})
+	cancelEnd := func() (by, why string) {
+		why, _ = cancelReason.Load().(string)
+		if answeredElsewhere(why) {
+			return EndAnsweredElsewhere, why
+		}
+		if why == "" {
+			why = "CANCEL"
+		}
+		return EndCancelled, why
 	}
 	e.respond(req, tx, 100, "Trying")
 
@@ -190,7 +232,7 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 			d.routes = append(d.routes, *rr.Address.Clone())
 		}
 	}
-	if v := req.Via(); v != nil && v.Params.Has("alias") {
+	if v := req.Via(); (v != nil && v.Params.Has("alias")) || e.fleet != nil {
 		d.reuse = src
 	}
 	d.info = callInfoFromInvite(req)
@@ -198,7 +240,7 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 		d.inviteCSeq = cs.SeqNo
 	}
 	e.addDialog(d)
-	call := &InboundCall{Call: Call{d: d}, req: req, tx: tx, answered: make(chan struct{})}
+	call := &InboundCall{Call: Call{d: d}, req: req, tx: tx, answered: make(chan struct{}), cancelEnd: cancelEnd}
 	e.log.Info("incoming call", "call", d.info)
 
 	e.h.IncomingCall(call)
@@ -214,8 +256,8 @@ func (e *Endpoint) onInvite(req *ssip.Request, tx ssip.ServerTransaction) {
 			<-call.answered
 			return
 		}
-		if d.end(EndCancelled, "CANCEL") {
-			e.log.Info("call cancelled by caller before answer", "call", d.info)
+		if by, why := cancelEnd(); d.end(by, why) {
+			e.log.Info("call cancelled before answer", "call", d.info, "ended", by, "reason", why)
 		}
 	}
 }

@@ -107,7 +107,7 @@ func (e *Endpoint) Dial(ctx context.Context, number string, sdp []byte, progress
 			return nil, err
 		}
 		switch {
-		case res.StatusCode == 407 && round < maxAuthRounds:
+		case res.StatusCode == 407 && round < maxAuthRounds && e.fleet == nil: // a desk's edge answers Meta's challenges
 			ch, err := pickChallenge(res)
 			if err != nil {
 				return nil, fmt.Errorf("gateway challenge: %w", err)

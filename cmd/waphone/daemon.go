@@ -40,6 +40,8 @@ type daemon struct {
 	ringer  *audio.Headset
 	board   *board.Board
 	history *history.Store
+	// fleetDone is closed when a fleet desk has unregistered (fleet.go).
+	fleetDone chan struct{}
 }
 
 func stateDir(cfg config.Config) string {
@@ -137,6 +139,9 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (_ *daemo
 		}
 	}()
 	password := opt.password
+	if password == nil && cfg.Fleet.Enabled() {
+		password = func() (string, error) { return "", errors.New("a fleet desk has no Meta password: the edge holds it") }
+	}
 	if password == nil {
 		// Read on every use so that a new password (setup --reset-password)
 		// is picked up without a restart; read once now to fail early.
@@ -210,7 +215,9 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (_ *daemo
 	d.phone = phone.New(phone.Config{
 		Answer: cfg.Phone.Answer, AutoAnswerDelay: cfg.Phone.AutoAnswerDelay.Duration,
 		RingTimeout: cfg.Phone.RingTimeout.Duration, SpeedDial: cfg.Phone.SpeedDial, Media: mc,
-		NoEarlyMedia: !cfg.Phone.EarlyMedia,
+		// A fleet rings every desk at once: each 183 with SDP would start
+		// media toward Meta from every desk, so fleet desks ring with 180 only.
+		NoEarlyMedia: !cfg.Phone.EarlyMedia || cfg.Fleet.Enabled(),
 		Capture:      capture, Playback: playback, Ringer: ringer, Logger: log,
 		OnCallEnd: d.record,
 		OnCallUp:  d.callUp,
@@ -230,7 +237,11 @@ func newDaemon(cfg config.Config, log *slog.Logger, opt daemonOptions) (_ *daemo
 		Gateway: cfg.SIP.Gateway, GatewayAddr: cfg.SIP.GatewayAddr, GatewayRoots: roots,
 		Allow: allow, UserAgent: "waphone/" + version, Logger: log,
 	}
-	if opt.listen {
+	if cfg.Fleet.Enabled() {
+		if sc.Fleet, err = fleetSIP(cfg.Fleet, log); err != nil {
+			return nil, err
+		}
+	} else if opt.listen {
 		d.ln, err = listenSIP(cfg.SIP.Listen)
 		if err != nil {
 			return nil, err
@@ -265,6 +276,9 @@ func listenSIP(addr string) (net.Listener, error) {
 // certSource is where the SIP listener's certificate comes from: files
 // (reloaded when they change) or ACME (obtained and renewed by itself).
 func certSource(ctx context.Context, cfg config.Config, log *slog.Logger) (func() (*tls.Certificate, error), error) {
+	if cfg.Fleet.Enabled() {
+		return nil, nil // a fleet desk does not listen: its certificate is fleet.cert_file, for the edge
+	}
 	if !cfg.TLS.ACME {
 		if cfg.SIP.CertFile == "" {
 			return nil, errors.New("sip.cert_file/key_file are not set and [tls] acme is off: Meta needs a certificate for sip.hostname")
@@ -318,6 +332,10 @@ func certSource(ctx context.Context, cfg config.Config, log *slog.Logger) (func(
 
 // serve starts the TLS listener with the certificate source.
 func (d *daemon) serve(ctx context.Context, getCert func() (*tls.Certificate, error)) {
+	if d.ep.InFleet() {
+		d.runFleet(ctx)
+		return
+	}
 	if d.ln == nil {
 		return
 	}
@@ -337,6 +355,9 @@ func (d *daemon) close() {
 		_ = d.board.Close()
 	}
 	d.closeDevices()
+	if d.fleetDone != nil {
+		<-d.fleetDone // the unregister needs the transports
+	}
 	_ = d.ep.Close()
 	d.wg.Wait()
 }

@@ -40,33 +40,10 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	r.ok("config %s is valid", *path)
 
-	if pwPath := cfg.SIP.PasswordFile; pwPath == "" {
-		r.bad("sip.password_file is not set (fix: `waphone setup` fetches Meta's SIP password)")
-	} else if _, err := config.ReadPassword(pwPath); err != nil {
-		r.bad("SIP password: %v", err)
+	if cfg.Fleet.Enabled() {
+		checkFleet(ctx, r, cfg) // fleet.go: the fleet certificates and the edge instead
 	} else {
-		r.ok("SIP password file readable and private")
-	}
-
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.SIP.CertFile != "" {
-		c := checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
-		r.lines, r.fail = append(r.lines, c.lines...), r.fail || c.fail
-	} else {
-		r.bad("sip.cert_file is not set: Meta needs a certificate for %s", cfg.SIP.Hostname)
-	}
-
-	_, port, _ := net.SplitHostPort(cfg.SIP.Listen)
-	local := net.JoinHostPort("127.0.0.1", port)
-	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", local,
-		&tls.Config{ServerName: cfg.SIP.Hostname, InsecureSkipVerify: true}); err != nil { // the cert is checked above
-		r.bad("nothing answers TLS on %s: %v (is `waphone run` running?)", local, err)
-	} else {
-		c.Close()
-		r.ok("waphone answers TLS on port %s", port)
+		checkDirect(r, cfg)
 	}
 
 	r.ok("SRTP key exchange for our calls: %s (Meta's offers choose their own)", cfg.Media.KeyExchange)
@@ -107,12 +84,47 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		r.warn("Graph API not configured: cannot compare Meta's settings with the config")
 	}
 
-	if len(cfg.SIP.Allow) == 0 {
+	if cfg.Fleet.Enabled() {
+		// A desk does not listen: sip.allow does not apply.
+	} else if len(cfg.SIP.Allow) == 0 {
 		r.warn("sip.allow is empty: anyone may open TLS connections (fill it with Meta's webhook IP ranges)")
 	} else {
 		r.ok("sip.allow has %d entries", len(cfg.SIP.Allow))
 	}
 	return fmtReport(stdout, r)
+}
+
+// checkDirect checks what Meta needs of a phone it reaches directly: the
+// SIP password, the public certificate, the TLS listener.
+func checkDirect(r *tlsReport, cfg config.Config) {
+	if pwPath := cfg.SIP.PasswordFile; pwPath == "" {
+		r.bad("sip.password_file is not set (fix: `waphone setup` fetches Meta's SIP password)")
+	} else if _, err := config.ReadPassword(pwPath); err != nil {
+		r.bad("SIP password: %v", err)
+	} else {
+		r.ok("SIP password file readable and private")
+	}
+
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if cfg.SIP.CertFile != "" {
+		c := checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
+		r.lines, r.fail = append(r.lines, c.lines...), r.fail || c.fail
+	} else {
+		r.bad("sip.cert_file is not set: Meta needs a certificate for %s", cfg.SIP.Hostname)
+	}
+
+	_, port, _ := net.SplitHostPort(cfg.SIP.Listen)
+	local := net.JoinHostPort("127.0.0.1", port)
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", local,
+		&tls.Config{ServerName: cfg.SIP.Hostname, InsecureSkipVerify: true}); err != nil { // the cert is checked above
+		r.bad("nothing answers TLS on %s: %v (is `waphone run` running?)", local, err)
+	} else {
+		c.Close()
+		r.ok("waphone answers TLS on port %s", port)
+	}
 }
 
 // checkHeadset opens the sound device the audio specs name, as the daemon

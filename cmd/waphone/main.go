@@ -103,6 +103,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSetup(ctx, rest, stdout, stderr)
 	case "check-tls":
 		err = cmdCheckTLS(rest, stdout, stderr)
+	case "edge-config": // fleet.go
+		err = cmdEdgeConfig(rest, stdout, stderr)
 	case "example-config":
 		fmt.Fprint(stdout, config.Example())
 	case "version", "-version", "--version":
