@@ -169,7 +169,7 @@ func (p *Phone) step(c *call, in input) {
 func dialogEnded(sc *sip.Call) input {
 	by, reason := sc.Ended()
 	switch by {
-	case sip.EndCancelled:
+	case sip.EndCancelled, sip.EndAnsweredElsewhere: // a fleet's other desk took it: not missed
 		return input{in: InCancel, by: by, reason: reason}
 	case sip.EndRemoteBye:
 		return input{in: InRemoteBye, by: by, reason: reason}
