@@ -40,10 +40,10 @@ type Config struct {
 	Web     Web     `toml:"web"`
 	Metrics Metrics `toml:"metrics"`
 	MQTT    MQTT    `toml:"mqtt"`
-	State State `toml:"state"`
-	TLS   TLS   `toml:"tls"`
-	Log   Log   `toml:"log"`
-	Fleet Fleet `toml:"fleet"`
+	State   State   `toml:"state"`
+	TLS     TLS     `toml:"tls"`
+	Log     Log     `toml:"log"`
+	Fleet   Fleet   `toml:"fleet"`
 }
 
 // Fleet is the [fleet] table: this desk is one of many sharing the number
@@ -178,6 +178,8 @@ type Board struct {
 // Log is the [log] table.
 type Log struct {
 	Level string `toml:"level"`
+	// SIPTrace logs every SIP message sent and received, secrets masked.
+	SIPTrace bool `toml:"sip_trace"`
 }
 
 // Duration decodes TOML strings like "2s" or "1m30s".
@@ -205,17 +207,17 @@ const (
 // Default is what an empty file means.
 func Default() Config {
 	return Config{
-		SIP:   SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
-		Media: Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
-		Audio: Audio{Capture: "null", Playback: "null"},
-		Phone: Phone{Answer: "auto", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
-		Board: Board{HeadsetKeys: "auto"},
-		Graph: Graph{BaseURL: graph.DefaultBaseURL, Version: "v23.0"},
+		SIP:     SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
+		Media:   Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
+		Audio:   Audio{Capture: "null", Playback: "null"},
+		Phone:   Phone{Answer: "auto", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
+		Board:   Board{HeadsetKeys: "auto"},
+		Graph:   Graph{BaseURL: graph.DefaultBaseURL, Version: "v23.0"},
 		Webhook: Webhook{Path: "/webhook"},
-		State: State{Dir: "/var/lib/waphone"},
-		TLS:   TLS{Challenge: "tls-alpn-01"},
-		Log:   Log{Level: "info"},
-		Fleet: Fleet{RegisterExpires: Duration{120 * time.Second}},
+		State:   State{Dir: "/var/lib/waphone"},
+		TLS:     TLS{Challenge: "tls-alpn-01"},
+		Log:     Log{Level: "info"},
+		Fleet:   Fleet{RegisterExpires: Duration{120 * time.Second}},
 	}
 }
 

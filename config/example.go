@@ -147,6 +147,8 @@ dir = "/var/lib/waphone"
 [log]
 # debug, info, warn or error.
 level = "info"
+# Log every SIP message sent and received (digest answers and SRTP keys masked).
+sip_trace = false
 
 [fleet]
 # Many desks, one number: set edge and this desk registers at a Kamailio edge

@@ -332,8 +332,10 @@ func (p *Phone) Call(ctx context.Context, number string) error {
 // Status is the phone as `waphone status` shows it.
 type Status struct {
 	State         State         `json:"state"`
+	Direction     string        `json:"direction,omitempty"` // of the call in progress
 	Call          *sip.CallInfo `json:"call,omitempty"`
 	Since         time.Time     `json:"since,omitempty"`
+	Answered      time.Time     `json:"answered,omitzero"`
 	Media         *media.Stats  `json:"media,omitempty"`
 	Muted         bool          `json:"muted,omitempty"`
 	Audio         any           `json:"audio,omitempty"`
@@ -354,7 +356,8 @@ func (p *Phone) Status() Status {
 	st.Events = append(st.Events, p.history...)
 	if c := p.cur; c != nil {
 		info := c.info
-		st.Call, st.Since, st.Muted = &info, c.start, c.muted
+		st.Call, st.Since, st.Muted, st.Direction = &info, c.start, c.muted, c.dir
+		st.Answered = c.answered
 		if c.state == Talking && c.sess != nil {
 			ms := c.sess.Stats()
 			st.Media = &ms

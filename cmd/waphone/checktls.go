@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
 	"github.com/waphone/waphone/config"
 	"io"
@@ -76,12 +75,11 @@ func checkCertFiles(certFile, keyFile, hostname string, roots *x509.CertPool, no
 }
 
 func cmdCheckTLS(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check-tls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("check-tls", stderr)
 	path := fs.String("config", defaultConfig, "config file (TOML)")
 	connect := fs.String("connect", "", "also connect to host:port like Meta does (\"-\" = sip.hostname and the listen port)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {

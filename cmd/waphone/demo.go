@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,12 +56,11 @@ func (r *recorders) samples() []int16 {
 // cmdDemo runs one call each way between waphone and metasim on loopback,
 // a tone each way, and checks each tone arrives. Nothing leaves the machine.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("demo", stderr)
 	talk := fs.Duration("talk", 2*time.Second, "how long each call talks")
 	verbose := fs.Bool("v", false, "log SIP and media details")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	level := slog.LevelWarn
 	if *verbose {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"io"
 	"log/slog"
 	"net"
@@ -26,11 +25,10 @@ import (
 // cmdDoctor checks everything a working phone needs and prints one
 // pass/warn/fail line each, with what to do. Exit status 1 on any FAIL.
 func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("doctor", stderr)
 	path := fs.String("config", defaultConfig, "config file (TOML)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	r := &tlsReport{}
 	cfg, err := config.Load(*path)

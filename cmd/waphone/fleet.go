@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -150,13 +149,12 @@ func checkEdge(ctx context.Context, r *tlsReport, cfg config.Config, roots *x509
 
 // cmdEdgeConfig renders the edge's Kamailio configuration from edge.toml.
 func cmdEdgeConfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("edge-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("edge-config", stderr)
 	path := fs.String("config", "/etc/kamailio/edge.toml", "the edge's TOML file")
 	check := fs.Bool("check", false, "only check the file and the password; write nothing")
 	example := fs.Bool("example", false, "print a commented edge.toml")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if *example {
 		fmt.Fprint(stdout, kamailio.Example)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -49,8 +48,7 @@ type initOptions struct {
 // config and the password the way the unit reads them, starts the service
 // when it is the packaged one, and runs doctor.
 func cmdInit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("init", stderr)
 	var o initOptions
 	fs.StringVar(&o.config, "config", defaultConfig, "config file to write")
 	fs.StringVar(&o.hostname, "hostname", "", "the SIP hostname Meta has for this phone (on your certificate)")
@@ -71,7 +69,11 @@ func cmdInit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fs.BoolVar(&o.yes, "yes", false, "never ask: take defaults, replace an existing config")
 	fs.BoolVar(&o.start, "start", true, "(re)start waphone.service when writing the packaged config as root under systemd")
 	fs.BoolVar(&o.doct, "doctor", true, "run `waphone doctor` at the end")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		printCommandHelp(stderr, fs)
 		return errUsage
 	}
 	interactive := !o.yes && !o.passwordStdin && isTerminal(stdin)

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/control"
 	"github.com/waphone/waphone/history"
-	"github.com/waphone/waphone/internal/control"
 	"github.com/waphone/waphone/internal/sdnotify"
 	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
@@ -31,37 +31,6 @@ var (
 
 const defaultConfig = "/etc/waphone/waphone.toml"
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `waphone: a WhatsApp Business Calling desk phone (SIP over TLS, SRTP, Opus)
-
-usage:
-  waphone run -config FILE          run the phone (the daemon)
-  waphone demo                      a demo call each way against a built-in Meta emulator
-  waphone call [-config FILE] +NUMBER
-                                    call a WhatsApp user (through the daemon if it runs)
-  waphone permission [-config FILE] [--request [-text T | -template NAME -lang CODE]] +NUMBER|BSUID
-                                    may we call this user now (Meta's call permissions); ask them
-  waphone init [-config FILE] [flags]
-                                    first run: ask for (or take as flags) hostname, number,
-                                    certificate, headset, button, password; write it all; run doctor
-  waphone dtmf [-config FILE | -socket PATH] DIGITS
-                                    send DTMF (0-9 * # A-D) on the call in progress
-  waphone answer|hangup|mute|status [-config FILE | -socket PATH]
-                                    drive the running daemon over its control socket
-                                    (members of the waphone group may; only the socket is read)
-  waphone setup -config FILE [--dry-run|--show|--reset-password]
-                                    configure the number's SIP settings at Meta, store the password
-  waphone check-tls -config FILE    check the certificate against sip.hostname
-  waphone example-config            print a commented config with every key
-  waphone doctor -config FILE       check everything a working phone needs
-  waphone history [-config FILE] [--json] [--since 24h|2006-01-02]
-                                    the call log
-  waphone version
-
-exit status: 0 ok, 1 failed, 2 bad usage or config
-`)
-}
-
 func main() {
 	// sipgo logs some connection bookkeeping (e.g. "TCP ref went negative"
 	// when a connection closes at shutdown) through its package-wide logger;
@@ -72,12 +41,17 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runCtx(ctx, args, stdout, stderr)
+}
+
+// runCtx runs one command until it ends or ctx does (Ctrl-C, SIGTERM).
+func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	cmd, rest := args[0], args[1:]
 	var err error
 	switch cmd {
@@ -91,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDTMF(ctx, rest, stdout, stderr)
 	case "permission":
 		err = cmdPermission(ctx, rest, stdout, stderr)
-	case "answer", "hangup", "mute", "status":
+	case "answer", "hangup", "mute", "status", "events":
 		err = cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "doctor":
 		err = asUnitSeesCredentials(rest, func() error { return cmdDoctor(ctx, rest, stdout, stderr) })
@@ -108,9 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "example-config":
 		fmt.Fprint(stdout, config.Example())
 	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "waphone %s (commit %s)\n", version, commit)
+		v, c := buildVersion()
+		fmt.Fprintf(stdout, "waphone %s (commit %s)\n", v, c)
 	case "help", "-h", "--help":
-		usage(stdout)
+		return cmdHelp(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "waphone: unknown command %q\n\n", cmd)
 		usage(stderr)
@@ -120,7 +95,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	var ce *sip.CallError
+	var he helpError
 	switch {
+	case errors.As(err, &he):
+		printCommandHelp(stdout, he.fs)
+		return 0
 	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
 		return 2
 	case errors.As(err, &ce):
@@ -141,8 +120,8 @@ func (e configError) Unwrap() error { return e.err }
 
 func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
 	path := fs.String("config", defaultConfig, "config file (TOML)")
-	if err := fs.Parse(args); err != nil {
-		return config.Config{}, errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return config.Config{}, err
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -152,13 +131,16 @@ func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("run", stderr)
+	trace := fs.Bool("sip-trace", false, "log every SIP message sent and received, secrets masked (as [log] sip_trace)")
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.Log.Level)
+	if *trace || cfg.Log.SIPTrace {
+		traceSIP(log)
+	}
 	getCert, err := certSource(ctx, cfg, log)
 	if err != nil {
 		return configError{err}
@@ -178,7 +160,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	}
-	ctl, err := control.Listen(cfg.Phone.ControlSocket, statusWithGuard{d.phone, d.ep}, log)
+	ctl, err := control.Listen(cfg.Phone.ControlSocket, d.controlled(getCert), log)
 	if err != nil {
 		return err
 	}
@@ -205,11 +187,21 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags(cmd, stderr)
 	socket := controlSocketFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	asJSON := new(bool)
+	if cmd == "status" || cmd == "events" {
+		asJSON = fs.Bool("json", false, "print JSON (documented in docs/control.md) instead of text")
+	}
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		printCommandHelp(stderr, fs)
 		return errUsage
+	}
+	if cmd == "events" {
+		return followEvents(ctx, socket(stderr), *asJSON, stdout)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -220,10 +212,13 @@ func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr i
 	if !rep.OK {
 		return errors.New(rep.Error)
 	}
-	if cmd == "status" {
+	switch {
+	case cmd == "status" && *asJSON:
+		_, err := fmt.Fprintf(stdout, "%s\n", rep.Status)
+		return err
+	case cmd == "status":
 		return printStatus(stdout, rep.Status)
-	}
-	if cmd == "mute" && rep.Muted != nil {
+	case cmd == "mute" && rep.Muted != nil:
 		fmt.Fprintln(stdout, map[bool]string{true: "muted", false: "unmuted"}[*rep.Muted])
 		return nil
 	}
@@ -231,78 +226,27 @@ func cmdControl(ctx context.Context, cmd string, args []string, stdout, stderr i
 	return nil
 }
 
-// statusWithGuard adds the SIP listener's defence counters to the phone's
-// status, so that `waphone status` shows an attack the phone never saw.
-type statusWithGuard struct {
-	*phone.Phone
-	ep *sip.Endpoint
-}
-
-func (s statusWithGuard) StatusJSON() ([]byte, error) {
-	notAllowed, overLimit := s.ep.Refused()
-	return json.Marshal(struct {
-		phone.Status
-		Guard guardStatus `json:"guard"`
-	}{s.Phone.Status(), guardStatus{NotAllowed: notAllowed, OverLimit: overLimit, Throttled: s.ep.Throttled()}})
-}
-
-type guardStatus struct {
-	NotAllowed uint64 `json:"refused_not_allowed"`
-	OverLimit  uint64 `json:"refused_over_limit"`
-	Throttled  int64  `json:"throttled_invites"`
-}
-
-func printStatus(w io.Writer, raw json.RawMessage) error {
-	var st struct {
-		phone.Status
-		Guard *guardStatus `json:"guard"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("status reply: %w", err)
-	}
-	fmt.Fprintf(w, "state: %s\n", st.State)
-	if c := st.Call; c != nil {
-		fmt.Fprintf(w, "call: %s since %s\n", c.Remote, st.Since.Format(time.RFC3339))
-		for _, kv := range [][2]string{{"wacid", c.WACID}, {"user_id", c.UserID}, {"parent_user_id", c.ParentUserID},
-			{"username", c.Username}, {"cta_payload", c.CTAPayload}, {"deeplink_payload", c.DeeplinkPayload}} {
-			if kv[1] != "" {
-				fmt.Fprintf(w, "  %s: %s\n", kv[0], kv[1])
-			}
+// followEvents prints the daemon's events until ctx ends (Ctrl-C).
+func followEvents(ctx context.Context, socket string, asJSON bool, stdout io.Writer) error {
+	enc := json.NewEncoder(stdout)
+	_, err := control.Stream(ctx, socket, control.Request{Cmd: "events"}, func(ev phone.Event) {
+		if asJSON {
+			_ = enc.Encode(ev)
+			return
 		}
+		printEvent(stdout, ev)
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil // Ctrl-C is how one stops following
 	}
-	if st.Muted {
-		fmt.Fprintln(w, "microphone: muted")
-	}
-	if st.Audio != nil {
-		printJSON(w, "audio device", st.Audio)
-	}
-	if st.Media != nil {
-		printJSON(w, "media", st.Media)
-	}
-	if st.LastCall != nil {
-		printJSON(w, "last call", st.LastCall)
-	}
-	if g := st.Guard; g != nil && (g.NotAllowed+g.OverLimit > 0 || g.Throttled > 0) {
-		fmt.Fprintf(w, "refused: %d connections outside sip.allow, %d over the connection limits, %d INVITEs after failed digest answers\n",
-			g.NotAllowed, g.OverLimit, g.Throttled)
-	}
-	return nil
-}
-
-// printJSON prints one part of the status as a JSON line (decoded and
-// encoded again, so it can only say what phone.Status holds).
-func printJSON(w io.Writer, name string, v any) {
-	if b, err := json.Marshal(v); err == nil {
-		fmt.Fprintf(w, "%s: %s\n", name, b)
-	}
+	return err
 }
 
 func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("call", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("call", stderr)
 	path := fs.String("config", defaultConfig, "config file (TOML)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: waphone call [-config FILE] +NUMBER|BSUID")
@@ -321,7 +265,17 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := os.Stat(cfg.Phone.ControlSocket); err == nil {
 		cctx, cancel := context.WithTimeout(ctx, 100*time.Second)
 		defer cancel()
-		rep, err := control.Do(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "call", Number: number})
+		rep, err := control.Stream(cctx, cfg.Phone.ControlSocket, control.Request{Cmd: "call", Number: number}, func(ev phone.Event) {
+			switch ev.Kind {
+			case phone.EvDialing:
+				fmt.Fprintf(stdout, "calling %s ...\n", number)
+			case phone.EvRingback:
+				fmt.Fprintf(stdout, "ringing (%s)\n", ev.Detail)
+			}
+		})
+		if errors.Is(err, context.Canceled) {
+			return errors.New("cancelled: the phone hung up the call")
+		}
 		if err == nil {
 			if !rep.OK {
 				return explainCallFailure(errors.New(rep.Error), number)
@@ -337,7 +291,21 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return configError{err}
 	}
 	defer d.close()
-	if err := d.phone.Call(ctx, number); err != nil {
+	events, stop := d.phone.Subscribe(16)
+	printed := make(chan struct{})
+	go func() {
+		defer close(printed)
+		for ev := range events {
+			if ev.Kind == phone.EvRingback {
+				fmt.Fprintf(stdout, "ringing (%s)\n", ev.Detail)
+			}
+		}
+	}()
+	fmt.Fprintf(stdout, "calling %s ...\n", number)
+	err = d.phone.Call(ctx, number)
+	stop()
+	<-printed
+	if err != nil {
 		return explainCallFailure(err, number)
 	}
 	fmt.Fprintf(stdout, "answered: talking to %s (Ctrl-C hangs up)\n", number)
@@ -397,13 +365,12 @@ func pingWhileHealthy(ctx context.Context, n sdnotify.Notifier, every time.Durat
 }
 
 func cmdHistory(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("history", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("history", stderr)
 	path := fs.String("config", defaultConfig, "config file (TOML)")
 	asJSON := fs.Bool("json", false, "one JSON object per call")
 	sinceStr := fs.String("since", "", "only calls since a duration ago (24h) or a date (2006-01-02)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -442,11 +409,13 @@ func cmdHistory(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdDTMF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dtmf", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("dtmf", stderr)
 	socket := controlSocketFlags(fs)
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: waphone dtmf [-config FILE | -socket PATH] DIGITS")
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		printCommandHelp(stderr, fs)
 		return errUsage
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

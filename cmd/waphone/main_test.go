@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/control"
 	"github.com/waphone/waphone/history"
-	"github.com/waphone/waphone/internal/control"
 	"github.com/waphone/waphone/internal/testpki"
 	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/phone"

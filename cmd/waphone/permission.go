@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,8 +16,7 @@ import (
 // cmdPermission shows whether the business may call a WhatsApp user now
 // (Meta's call permissions), and with --request asks the user for it.
 func cmdPermission(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("permission", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("permission", stderr)
 	path := fs.String("config", defaultConfig, "config file (TOML)")
 	request := fs.Bool("request", false, "send the user a call permission request message")
 	text := fs.String("text", "", "with --request: the message's body (free form, inside a customer service window)")
@@ -28,7 +26,10 @@ func cmdPermission(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "usage: waphone permission [-config FILE] [--request [-text T | -template NAME -lang CODE]] +NUMBER|BSUID")
 		return errUsage
 	}
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
 		return usage()
 	}
 	if !*request && (*text != "" || *tmpl != "" || *lang != "") {

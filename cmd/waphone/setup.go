@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,14 +20,13 @@ import (
 // the Meta-generated SIP password (mode 0600, atomically). A running
 // daemon reads the password file on every use, so it needs no restart.
 func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("setup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("setup", stderr)
 	path := fs.String("config", defaultConfig, "config file (TOML)")
 	dry := fs.Bool("dry-run", false, "print the request instead of sending it")
 	reset := fs.Bool("reset-password", false, "make Meta generate a new SIP password and store it")
 	show := fs.Bool("show", false, "show what Meta has now, against the config")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/waphone/waphone/phone"
 )
 
 type fakePhone struct{}
@@ -20,6 +22,10 @@ func (fakePhone) SendDTMF(string) error              { return nil }
 func (fakePhone) Call(context.Context, string) error { return nil }
 func (fakePhone) StatusJSON() ([]byte, error) {
 	return json.Marshal(map[string]string{"state": "idle"})
+}
+func (fakePhone) Subscribe(int) (<-chan phone.Event, func()) {
+	ch := make(chan phone.Event)
+	return ch, func() {}
 }
 
 // The socket is group read/write (the waphone admin group drives the
