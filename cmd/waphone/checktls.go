@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"fmt"
 	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/internal/acmecert"
 	"io"
 	"net"
+	"os"
 	"time"
 )
 
@@ -90,8 +92,16 @@ func cmdCheckTLS(args []string, stdout, stderr io.Writer) error {
 		roots = x509.NewCertPool()
 	}
 	r := &tlsReport{}
-	if cfg.SIP.CertFile != "" {
-		r = checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
+	certFile, keyFile := cfg.SIP.CertFile, cfg.SIP.KeyFile
+	if cfg.TLS.ACME { // the certificate waphone obtained, where it keeps it
+		certFile = acmecert.CachedFile(stateDir(cfg), cfg.SIP.Hostname, cfg.TLS.Challenge)
+		keyFile = certFile
+		if _, err := os.Stat(certFile); err != nil && *connect == "" {
+			return fmt.Errorf("[tls] acme: no certificate for %s obtained yet (%s): start `waphone run`, or use -connect host:port", cfg.SIP.Hostname, certFile)
+		}
+	}
+	if _, err := os.Stat(certFile); certFile != "" && (err == nil || !cfg.TLS.ACME) {
+		r = checkCertFiles(certFile, keyFile, cfg.SIP.Hostname, roots, time.Now())
 	} else if *connect == "" {
 		return configError{fmt.Errorf("sip.cert_file is not set (or use -connect host:port)")}
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net/http"
 	"log/slog"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/waphone/waphone/board"
 	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/graph"
+	"github.com/waphone/waphone/internal/acmecert"
 )
 
 // cmdDoctor checks everything a working phone needs and prints one
@@ -37,17 +39,25 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmtReport(stdout, r)
 	}
 	r.ok("config %s is valid", *path)
+	diagnose(ctx, r, cfg, checkHeadset)
+	return fmtReport(stdout, r)
+}
 
+// diagnose is the doctor's report for a loaded config. headset checks the
+// sound device (doctor opens it; the running daemon, which holds it open,
+// reports what it sees).
+func diagnose(ctx context.Context, r *tlsReport, cfg config.Config, headset func(*tlsReport, config.Config)) {
 	if cfg.Fleet.Enabled() {
 		checkFleet(ctx, r, cfg) // fleet.go: the fleet certificates and the edge instead
 	} else {
-		checkDirect(r, cfg)
+		checkDirect(ctx, r, cfg)
 	}
 
 	r.ok("SRTP key exchange for our calls: %s (Meta's offers choose their own)", cfg.Media.KeyExchange)
 	checkClock(r, time.Now())
 
-	checkHeadset(r, cfg)
+	headset(r, cfg)
+	checkSetup(r, cfg)
 
 	if want := cfg.Board.HeadsetKeys; want != "off" {
 		switch found, desc, err := board.ProbeHeadsetButton(want); {
@@ -89,12 +99,69 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		r.ok("sip.allow has %d entries", len(cfg.SIP.Allow))
 	}
-	return fmtReport(stdout, r)
+}
+
+// checkSetup warns about a phone that would run but not work as a desk
+// phone: calls answered into silence, a call nobody can answer, a WAV file
+// that is not there, a state directory it cannot write.
+func checkSetup(r *tlsReport, cfg config.Config) {
+	capSpec, _ := cfg.Audio.CaptureSpec() // config.Load has checked them
+	playSpec, _ := cfg.Audio.PlaybackSpec()
+	switch {
+	case capSpec.Kind == audio.KindNull && cfg.Phone.Answer == "auto":
+		r.warn("audio.capture = \"null\" with phone.answer = \"auto\": every call is answered and the caller hears silence (set capture to your headset: \"default\" or \"device:NAME\")")
+	case capSpec.Kind == audio.KindNull:
+		r.warn("audio.capture = \"null\": callers will hear silence (set it to your headset)")
+	}
+	if playSpec.Kind == audio.KindNull {
+		r.warn("audio.playback = \"null\": you will not hear the caller")
+	}
+	for _, sp := range []struct {
+		key  string
+		spec audio.Spec
+	}{{"audio.capture", capSpec}, {"audio.playback", playSpec}} {
+		if sp.spec.Kind != audio.KindWAV {
+			continue
+		}
+		if sp.key == "audio.capture" {
+			if _, err := os.Stat(sp.spec.Path); err != nil {
+				r.bad("%s: %v (the WAV file to play to callers)", sp.key, err)
+			}
+		} else if err := unix.Access(filepath.Dir(sp.spec.Path), unix.W_OK); err != nil {
+			r.bad("%s: cannot write beside %s: %v", sp.key, sp.spec.Path, err)
+		}
+	}
+	if cfg.Phone.Answer == "button" && cfg.Board.ButtonLine == "" && (cfg.Board.HeadsetKeys == "off" || cfg.Board.HeadsetKeys == "") {
+		r.warn("phone.answer = \"button\" but there is no button (board.button_line) and headset keys are off: calls can only be answered with `waphone answer`")
+	}
+	dir := stateDir(cfg)
+	existing := dir // the directory, or the nearest parent it would be made in
+	for {
+		if _, err := os.Stat(existing); err == nil || filepath.Dir(existing) == existing {
+			break
+		}
+		existing = filepath.Dir(existing)
+	}
+	fi, err := os.Stat(existing)
+	if err == nil && !fi.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if err == nil {
+		err = unix.Access(existing, unix.W_OK)
+	}
+	switch {
+	case err != nil:
+		r.warn("state directory %s: %s is not writable: %v (the call history cannot be kept)", dir, existing, err)
+	case existing != dir:
+		r.ok("state directory %s will be created", dir)
+	default:
+		r.ok("state directory %s is writable", dir)
+	}
 }
 
 // checkDirect checks what Meta needs of a phone it reaches directly: the
 // SIP password, the public certificate, the TLS listener.
-func checkDirect(r *tlsReport, cfg config.Config) {
+func checkDirect(ctx context.Context, r *tlsReport, cfg config.Config) {
 	if pwPath := cfg.SIP.PasswordFile; pwPath == "" {
 		r.bad("sip.password_file is not set (fix: `waphone setup` fetches Meta's SIP password)")
 	} else if _, err := config.ReadPassword(pwPath); err != nil {
@@ -107,10 +174,13 @@ func checkDirect(r *tlsReport, cfg config.Config) {
 	if err != nil {
 		roots = x509.NewCertPool()
 	}
-	if cfg.SIP.CertFile != "" {
+	switch {
+	case cfg.TLS.ACME:
+		checkACME(ctx, r, cfg, roots)
+	case cfg.SIP.CertFile != "":
 		c := checkCertFiles(cfg.SIP.CertFile, cfg.SIP.KeyFile, cfg.SIP.Hostname, roots, time.Now())
 		r.lines, r.fail = append(r.lines, c.lines...), r.fail || c.fail
-	} else {
+	default:
 		r.bad("sip.cert_file is not set: Meta needs a certificate for %s", cfg.SIP.Hostname)
 	}
 
@@ -214,4 +284,70 @@ func checkGraph(ctx context.Context, r *tlsReport, cfg config.Config) {
 	if have := s.Calling.SRTPKeyExchangeProtocol; have != "" && !strings.EqualFold(have, cfg.Media.KeyExchange) {
 		r.warn("Meta's SRTP key exchange is %s, the config says %s", have, strings.ToUpper(cfg.Media.KeyExchange))
 	}
+}
+
+// checkACME checks a certificate waphone gets by itself: the one cached
+// (its chain, name and expiry, as for files), the challenge's port and
+// whether the CA answers.
+func checkACME(ctx context.Context, r *tlsReport, cfg config.Config, roots *x509.CertPool) {
+	challenge := cfg.TLS.Challenge
+	cached := acmecert.CachedFile(stateDir(cfg), cfg.SIP.Hostname, challenge)
+	if _, err := os.Stat(cached); err != nil {
+		r.warn("ACME: no certificate for %s obtained yet (%s); `waphone run` gets one from the CA", cfg.SIP.Hostname, cached)
+	} else {
+		c := checkCertFiles(cached, cached, cfg.SIP.Hostname, roots, time.Now())
+		r.lines, r.fail = append(r.lines, c.lines...), r.fail || c.fail
+	}
+	switch challenge {
+	case "dns-01":
+		r.ok("ACME dns-01: tls.dns_hook %q publishes the TXT record; no port needs to be open", cfg.TLS.DNSHook)
+	default:
+		listen, public := challengeListen(cfg)
+		ln, err := net.Listen("tcp", listen)
+		switch {
+		case err == nil:
+			_ = ln.Close()
+			r.ok("ACME %s: waphone can listen on %s (forward TCP %s from the internet to it)", challenge, listen, public)
+		case errors.Is(err, unix.EADDRINUSE):
+			r.ok("ACME %s: %s is in use (by waphone run, or by another server: then the CA cannot reach us)", challenge, listen)
+		default:
+			r.bad("ACME %s: cannot listen on %s: %v (the unit grants CAP_NET_BIND_SERVICE; run by hand as root, or set tls.challenge_listen)", challenge, listen, err)
+		}
+	}
+	dir := cfg.TLS.CA
+	if dir == "" {
+		dir = acmecert.LetsEncrypt
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	if cfg.TLS.CAFile != "" {
+		if pem, err := os.ReadFile(cfg.TLS.CAFile); err == nil {
+			pool := roots.Clone()
+			pool.AppendCertsFromPEM(pem)
+			hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		}
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, dir, nil)
+	if res, err := hc.Do(req); err != nil {
+		r.warn("ACME CA %s unreachable: %v (renewal will retry)", dir, err)
+	} else {
+		_ = res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			r.ok("ACME CA %s answers", dir)
+		} else {
+			r.warn("ACME CA %s answered %s", dir, res.Status)
+		}
+	}
+}
+
+// challengeListen is where the tls-alpn-01/http-01 challenge is answered,
+// and the public port the CA connects to.
+func challengeListen(cfg config.Config) (listen, public string) {
+	public = "443"
+	if cfg.TLS.Challenge == "http-01" {
+		public = "80"
+	}
+	if cfg.TLS.ChallengeListen != "" {
+		return cfg.TLS.ChallengeListen, public
+	}
+	return ":" + public, public
 }

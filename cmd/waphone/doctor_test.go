@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"io"
 	"net"
@@ -16,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/config"
+	"github.com/waphone/waphone/internal/acmecert"
 	"github.com/waphone/waphone/internal/testpki"
 )
 
@@ -28,6 +32,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // Run with -update after a deliberate wording change, and read the diff.
 func TestDoctorGolden(t *testing.T) {
 	dir := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", filepath.Join(dir, "state")) // not this machine's /var/lib
 	ca, _ := testpki.NewCA("doctor CA")
 	cf, kf := writeCert(t, ca, dir, time.Now().Add(90*24*time.Hour), "sip.example.com")
 	pw := filepath.Join(dir, "sip-password")
@@ -113,4 +118,75 @@ func maskDoctor(s, dir string, addr *net.TCPAddr) string {
 	s = dateRE.ReplaceAllString(s, "$$DATE")
 	s = hidRE.ReplaceAllString(s, "----  $$HEADSET_BUTTON (depends on what is plugged in)")
 	return clockRE.ReplaceAllString(s, "----  $$CLOCK (depends on this machine)")
+}
+
+// TestDoctorWarnsAboutUselessSetups: configs that run but do not work as
+// a desk phone get a warning or a FAIL that says why.
+func TestDoctorWarnsAboutUselessSetups(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", dir)
+	base := config.Default()
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Config)
+		want string
+	}{
+		{"silent auto-answer", func(c *config.Config) { c.Audio.Capture, c.Phone.Answer = "null", "auto" }, "every call is answered and the caller hears silence"},
+		{"no button", func(c *config.Config) {
+			c.Audio.Capture, c.Phone.Answer, c.Board.HeadsetKeys = "tone:440", "button", "off"
+		}, "calls can only be answered with `waphone answer`"},
+		{"missing wav", func(c *config.Config) { c.Audio.Capture = "wav:" + filepath.Join(dir, "nope.wav") }, "FAIL  audio.capture"},
+		{"state not writable", func(c *config.Config) {
+			f := filepath.Join(dir, "a-file")
+			_ = os.WriteFile(f, nil, 0o600)
+			t.Setenv("STATE_DIRECTORY", filepath.Join(f, "state"))
+		}, "is not writable: not a directory"},
+	} {
+		cfg := base
+		tc.edit(&cfg)
+		r := &tlsReport{}
+		checkSetup(r, cfg)
+		var out bytes.Buffer
+		_ = fmtReport(&out, r)
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%s: report lacks %q:\n%s", tc.name, tc.want, out.String())
+		}
+	}
+}
+
+// TestDoctorUnderstandsACME: with [tls] acme, doctor does not ask for
+// sip.cert_file; it reports the certificate obtained (none yet), the
+// challenge's port and whether the CA answers; check-tls says the same.
+func TestDoctorUnderstandsACME(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", dir)
+	ca := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "{}") }))
+	defer ca.Close()
+	cfg := config.Default()
+	cfg.SIP.Hostname, cfg.TLS.ACME, cfg.TLS.CA, cfg.TLS.ChallengeListen = "sip.example.com", true, ca.URL, "127.0.0.1:0"
+	r := &tlsReport{}
+	checkACME(context.Background(), r, cfg, x509.NewCertPool())
+	var out bytes.Buffer
+	_ = fmtReport(&out, r)
+	for _, want := range []string{"no certificate for sip.example.com obtained yet", "waphone can listen on 127.0.0.1:0", "ACME CA " + ca.URL + " answers"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "cert_file") {
+		t.Errorf("ACME report asks for sip.cert_file:\n%s", out.String())
+	}
+	// The certificate once obtained is checked like files are.
+	pki, _ := testpki.NewCA("acme CA")
+	c, k, _ := pki.Issue("sip.example.com")
+	cached := acmecert.CachedFile(dir, "sip.example.com", "tls-alpn-01")
+	_ = os.MkdirAll(filepath.Dir(cached), 0o700)
+	_ = os.WriteFile(cached, append(k, c...), 0o600)
+	r = &tlsReport{}
+	checkACME(context.Background(), r, cfg, x509.NewCertPool())
+	out.Reset()
+	_ = fmtReport(&out, r)
+	if !strings.Contains(out.String(), "certificate covers sip.example.com") {
+		t.Errorf("cached certificate not checked:\n%s", out.String())
+	}
 }

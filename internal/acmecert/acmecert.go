@@ -180,3 +180,12 @@ func (m *Manager) Renew(ctx context.Context) {
 		}
 	}
 }
+
+// CachedFile is where a certificate obtained for hostname is kept under
+// stateDir (doctor and check-tls read it); it may not exist yet.
+func CachedFile(stateDir, hostname, challenge string) string {
+	if challenge == "dns-01" {
+		return (&dns01{cfg: Config{StateDir: stateDir, Hostname: hostname}}).certFile()
+	}
+	return filepath.Join(stateDir, "acme", hostname) // autocert.DirCache's name for an ECDSA certificate
+}
