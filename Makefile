@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service deb install test test-short lint demo interop bench fuzz deps clean
+.PHONY: fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service check-board deb install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -99,6 +99,10 @@ deb:
 # reboot, remove, purge. Needs root.
 check-service:
 	./scripts/check-service.sh
+# waphone against real kernel drivers (gpio-sim, snd-aloop, uhid, uinput) in
+# a Debian VM under qemu, as the shipped service. ARCH=arm64, MODE=direct.
+check-board:
+	./scripts/check-board.sh
 
 install: build
 	install -D -m 0755 bin/waphone $(DESTDIR)$(PREFIX)/bin/waphone
