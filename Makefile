@@ -111,6 +111,7 @@ install: build
 	install -D -m 0644 systemd/waphone.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/waphone.conf
 	install -D -m 0644 systemd/60-waphone-gpio.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/60-waphone-gpio.rules
 	install -D -m 0644 systemd/60-waphone-headset.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/60-waphone-headset.rules
+	install -D -m 0644 systemd/waphone-modules.conf $(DESTDIR)$(PREFIX)/lib/modules-load.d/waphone.conf
 	install -d -m 0750 $(DESTDIR)/etc/waphone
 	./bin/waphone example-config > $(DESTDIR)/etc/waphone/waphone.toml.example
 

@@ -54,6 +54,7 @@ type Headset struct {
 	frames  atomic.Uint64
 	unplugs atomic.Uint64
 	stopped chan struct{} // signalled by the device's stop callback
+	stalled atomic.Bool   // tests: the callback does nothing, as on a card that vanished
 	done    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -140,7 +141,7 @@ func (h *Headset) start() error {
 	dc.PeriodSizeInMilliseconds = uint32(h.cfg.PeriodMs)
 	dc.Capture.Format, dc.Capture.Channels, dc.Capture.DeviceID = malgo.FormatS16, 1, capID
 	dc.Playback.Format, dc.Playback.Channels, dc.Playback.DeviceID = malgo.FormatS16, 1, playID
-	dev, err := malgo.InitDevice(h.ctx.Context, dc, malgo.DeviceCallbacks{
+	cb := malgo.DeviceCallbacks{
 		Data: h.callback,
 		Stop: func() {
 			select {
@@ -148,9 +149,20 @@ func (h *Headset) start() error {
 			default:
 			}
 		},
-	})
+	}
+	// Exclusive first: ALSA's shared default goes through dmix/dsnoop,
+	// which impose their own periods (1024 frames, a 341 ms buffer seen on
+	// snd-aloop) instead of our 10 ms. A device another program holds, or
+	// a backend without exclusive mode, falls back to shared.
+	dc.Capture.ShareMode, dc.Playback.ShareMode = malgo.Exclusive, malgo.Exclusive
+	dev, err := malgo.InitDevice(h.ctx.Context, dc, cb)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", capName, err)
+		dc.Capture.ShareMode, dc.Playback.ShareMode = malgo.Shared, malgo.Shared
+		var serr error
+		if dev, serr = malgo.InitDevice(h.ctx.Context, dc, cb); serr != nil {
+			return fmt.Errorf("opening %s: %w (exclusive: %v)", capName, serr, err)
+		}
+		h.log.Debug("headset opened shared (exclusive refused)", "device", capName, "err", err)
 	}
 	if err := dev.Start(); err != nil {
 		dev.Uninit()
@@ -164,6 +176,9 @@ func (h *Headset) start() error {
 
 // callback runs on miniaudio's thread: no locks, no allocation.
 func (h *Headset) callback(out, in []byte, frames uint32) {
+	if h.stalled.Load() {
+		return
+	}
 	h.frames.Add(1)
 	if n := len(in) / 2; n > 0 {
 		h.capt.Write(unsafe.Slice((*int16)(unsafe.Pointer(&in[0])), n))
@@ -199,24 +214,29 @@ func (h *Headset) watch() {
 	defer t.Stop()
 	wait, next := reopenMin, time.Now().Add(reopenMin)
 	cards := soundCards()
+	lastFrames, still := h.frames.Load(), 0
 	for {
 		select {
 		case <-h.done:
 			return
 		case <-h.stopped:
-			h.mu.Lock()
-			if h.dev != nil {
-				h.dev.Uninit()
-				h.dev = nil
-			}
-			h.mu.Unlock()
-			if h.plugged.Swap(false) {
-				h.unplugs.Add(1)
-				h.log.Warn("headset gone; the call continues with silence", "device", h.name)
-			}
+			h.unplugged("the device stopped")
 			wait, next = reopenMin, time.Now().Add(reopenMin)
 		case now := <-t.C:
 			if h.plugged.Load() {
+				// A card that vanishes (USB unplug) can leave miniaudio's
+				// ALSA thread polling an error state for ever, without the
+				// stop callback: callbacks that stop coming mean unplugged.
+				if f := h.frames.Load(); f != lastFrames {
+					lastFrames, still = f, 0
+					continue
+				}
+				if still++; still < stallTicks {
+					continue
+				}
+				still = 0
+				h.unplugged("the device stopped calling back")
+				wait, next = reopenMin, now.Add(reopenMin)
 				continue
 			}
 			if c := soundCards(); c != cards {
@@ -236,11 +256,37 @@ func (h *Headset) watch() {
 	}
 }
 
-// soundCards is the kernel's list of sound cards ("" where there is none
-// to read): cheap to poll, and silent, unlike a probe through alsa-lib.
+// stallTicks is how many one-second ticks without a device callback make
+// a plugged device count as gone.
+const stallTicks = 2
+
+// unplugged closes a device that went away; the call goes on with silence.
+func (h *Headset) unplugged(why string) {
+	h.mu.Lock()
+	if h.dev != nil {
+		h.dev.Uninit() // wakes miniaudio's device thread (its wakeup fd), even one stuck on a dead card
+		h.dev = nil
+	}
+	h.mu.Unlock()
+	if h.plugged.Swap(false) {
+		h.unplugs.Add(1)
+		h.log.Warn("headset gone; the call continues with silence", "device", h.name, "why", why)
+	}
+}
+
+// soundCards names the kernel's sound devices ("" where there are none):
+// cheap to poll, and silent, unlike a probe through alsa-lib. /dev/snd is
+// what the service sees (its ProcSubset=pid hides /proc/asound).
 func soundCards() string {
-	b, _ := os.ReadFile("/proc/asound/cards")
-	return string(b)
+	var b strings.Builder
+	entries, _ := os.ReadDir("/dev/snd")
+	for _, e := range entries {
+		b.WriteString(e.Name())
+		b.WriteByte(' ')
+	}
+	cards, _ := os.ReadFile("/proc/asound/cards")
+	b.Write(cards)
+	return b.String()
 }
 
 // Plugged says whether the device is running.

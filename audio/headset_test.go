@@ -1,10 +1,13 @@
 package audio
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/gen2brain/malgo"
+
+	"github.com/waphone/waphone/internal/testutil"
 )
 
 func TestRingUnderrunOverrun(t *testing.T) {
@@ -144,4 +147,24 @@ func BenchmarkRingLatency(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(sum)/float64(n)/float64(SampleRate)*1000, "ms-buffered")
+}
+
+// TestHeadsetWhoseCallbacksStopIsUnplugged: a card that vanishes can leave
+// miniaudio's ALSA thread spinning without calling the stop callback (seen
+// with snd-aloop unbound in a VM); callbacks that stop coming count as an
+// unplug, and the device is reopened once it works again.
+func TestHeadsetWhoseCallbacksStopIsUnplugged(t *testing.T) {
+	h, err := OpenHeadset(HeadsetConfig{Backends: []malgo.Backend{BackendNull}, PeriodMs: 10, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	testutil.Eventually(t, 5*time.Second, func() bool { return h.Plugged() && h.Stats().Callbacks > 10 }, "the device running")
+	h.stalled.Store(true)
+	testutil.Eventually(t, 6*time.Second, func() bool { return !h.Plugged() }, "the stalled device counted as unplugged")
+	if n := h.Stats().Unplugs; n != 1 {
+		t.Fatalf("%d unplugs", n)
+	}
+	h.stalled.Store(false)
+	testutil.Eventually(t, 6*time.Second, func() bool { return h.Plugged() }, "the device reopened")
 }

@@ -65,7 +65,7 @@ for arch in $archs; do
 	esac
 	cp packaging/lintian-overrides "$stage/"
 	cp systemd/waphone.service systemd/waphone.sysusers systemd/waphone.tmpfiles \
-		systemd/60-waphone-gpio.rules systemd/60-waphone-headset.rules \
+		systemd/60-waphone-gpio.rules systemd/60-waphone-headset.rules systemd/waphone-modules.conf \
 		packaging/postinst packaging/prerm packaging/postrm README.md docs/setup.md "$stage/"
 
 	# The conffile: every key with its comment, from the binary itself, with

@@ -29,6 +29,8 @@ define WAPHONE_INSTALL_INIT_SYSTEMD
 		$(TARGET_DIR)/usr/lib/udev/rules.d/60-waphone-gpio.rules
 	$(INSTALL) -D -m 0644 $(@D)/systemd/60-waphone-headset.rules \
 		$(TARGET_DIR)/usr/lib/udev/rules.d/60-waphone-headset.rules
+	$(INSTALL) -D -m 0644 $(@D)/systemd/waphone-modules.conf \
+		$(TARGET_DIR)/usr/lib/modules-load.d/waphone.conf
 endef
 
 define WAPHONE_USERS

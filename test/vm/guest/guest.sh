@@ -32,6 +32,8 @@ check() {
 		# What a package's postinst does.
 		systemd-sysusers || return 1
 		systemd-tmpfiles --create waphone.conf || return 1
+		# What the next boot does with the shipped modules-load.d entry.
+		systemctl restart systemd-modules-load.service || return 1
 		# A uhid device has no USB parent, so the shipped rules'
 		# ATTRS{idVendor} cannot match it: this stand-in matches the same
 		# vendor ids in the HID device's own name (0003:VVVV:PPPP.NNNN).
