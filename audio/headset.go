@@ -1,6 +1,7 @@
 package audio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,7 @@ type Headset struct {
 	unplugs atomic.Uint64
 	stopped chan struct{} // signalled by the device's stop callback
 	stalled atomic.Bool   // tests: the callback does nothing, as on a card that vanished
+	micPeak atomic.Uint32 // the loudest captured sample lately (decays each callback)
 	done    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -181,7 +183,15 @@ func (h *Headset) callback(out, in []byte, frames uint32) {
 	}
 	h.frames.Add(1)
 	if n := len(in) / 2; n > 0 {
-		h.capt.Write(unsafe.Slice((*int16)(unsafe.Pointer(&in[0])), n))
+		pcm := unsafe.Slice((*int16)(unsafe.Pointer(&in[0])), n)
+		h.capt.Write(pcm)
+		peak := h.micPeak.Load() * 15 / 16 // about 150 ms to fall 20 dB at 10 ms periods
+		for _, v := range pcm {
+			if a := uint32(max(int32(v), -int32(v))); a > peak {
+				peak = a
+			}
+		}
+		h.micPeak.Store(peak)
 	}
 	if n := len(out) / 2; n > 0 {
 		pcm := unsafe.Slice((*int16)(unsafe.Pointer(&out[0])), n)
@@ -305,6 +315,48 @@ func (h *Headset) Stats() HeadsetStats {
 	return HeadsetStats{Device: name, Plugged: h.plugged.Load(), Callbacks: h.frames.Load(),
 		CaptureOverrun: h.capt.Overruns(), CaptureUnderrun: h.capt.Underruns(),
 		PlayOverrun: h.play.Overruns(), PlayUnderrun: h.play.Underruns(), Buffered: h.play.Buffered(), Unplugs: h.unplugs.Load()}
+}
+
+// MicLevel is the microphone's recent peak, 0 (silence) to 1 (full scale),
+// for the console's level meter.
+func (h *Headset) MicLevel() float64 { return min(1, float64(h.micPeak.Load())/32767) }
+
+// PlayTestTone plays a one-second 1 kHz tone at -12 dBFS into the earpiece
+// (the headset test; not during a call: it shares the playback ring).
+func (h *Headset) PlayTestTone(ctx context.Context) error {
+	if !h.Plugged() {
+		return errors.New("the headset is not plugged in")
+	}
+	tone := NewTone(1000, 0.25)
+	frame := make([]int16, FrameSamples)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for i := 0; i < 50; i++ {
+		_ = tone.ReadFrame(frame)
+		h.play.Write(frame)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Devices lists the sound devices' names, capture then playback, for the
+// settings page (audio.capture = "device:NAME" matches a part of one).
+func (h *Headset) Devices() ([]string, error) {
+	var names []string
+	for _, kind := range []malgo.DeviceType{malgo.Capture, malgo.Playback} {
+		infos, err := h.ctx.Devices(kind)
+		if err != nil {
+			return names, fmt.Errorf("listing sound devices: %w", err)
+		}
+		for i := range infos {
+			names = append(names, infos[i].Name())
+		}
+	}
+	return names, nil
 }
 
 // Source is the microphone for one call; closing it leaves the device open.

@@ -1,12 +1,14 @@
 package audio
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/gen2brain/malgo"
 
+	"github.com/waphone/waphone/internal/dsp"
 	"github.com/waphone/waphone/internal/testutil"
 )
 
@@ -167,4 +169,31 @@ func TestHeadsetWhoseCallbacksStopIsUnplugged(t *testing.T) {
 	}
 	h.stalled.Store(false)
 	testutil.Eventually(t, 6*time.Second, func() bool { return h.Plugged() }, "the device reopened")
+}
+
+// TestHeadsetTestToneAndMicLevel: the console's headset test plays its
+// tone out of the device callback (Null backend, real time), and the mic
+// meter follows what the device captures (silence on the Null backend).
+func TestHeadsetTestToneAndMicLevel(t *testing.T) {
+	played := NewRecorder(SampleRate * 3)
+	h, err := OpenHeadset(HeadsetConfig{Backends: []malgo.Backend{BackendNull}, PeriodMs: 10, Logger: slog.New(slog.DiscardHandler),
+		Monitor: func(pcm []int16) { _ = played.WriteFrame(pcm) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	testutil.Eventually(t, 5*time.Second, h.Plugged, "the device running")
+	if err := h.PlayTestTone(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the ring drains into the callback
+	if ok, ratio := dsp.DetectTone(played.Samples(), SampleRate, 1000); !ok {
+		t.Fatalf("no 1 kHz tone out of the device (ratio %.2f)", ratio)
+	}
+	if l := h.MicLevel(); l != 0 {
+		t.Fatalf("mic level %v on a silent (Null) capture", l)
+	}
+	if names, err := h.Devices(); err != nil || len(names) == 0 {
+		t.Fatalf("devices %v %v", names, err)
+	}
 }

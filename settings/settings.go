@@ -16,11 +16,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/sip"
 )
 
 // FileName is the override file's name in the state directory.
@@ -43,10 +45,6 @@ const (
 	MaxRingTimeout     = 10 * time.Minute
 )
 
-var (
-	e164RE  = regexp.MustCompile(`^\+[1-9][0-9]{7,14}$`)
-	audioRE = regexp.MustCompile(`^(null|default|device:.+|tone:[0-9.]+|wav:.+)$`)
-)
 
 // Validate says what is wrong, key by key.
 func (s Settings) Validate() error {
@@ -60,15 +58,21 @@ func (s Settings) Validate() error {
 	if s.RingTimeout < time.Second || s.RingTimeout > MaxRingTimeout {
 		errs = append(errs, fmt.Errorf("ring_timeout %s: want 1s to %s", s.RingTimeout, MaxRingTimeout))
 	}
-	if s.SpeedDial != "" && !e164RE.MatchString(s.SpeedDial) {
-		errs = append(errs, fmt.Errorf("speed_dial %q: want E.164 like +12195550714, or empty", s.SpeedDial))
+	if s.SpeedDial != "" {
+		if _, err := sip.NormalizeTarget(s.SpeedDial); err != nil {
+			errs = append(errs, fmt.Errorf("speed_dial: %w", err))
+		}
 	}
-	for _, a := range []struct{ key, v string }{{"capture", s.Capture}, {"playback", s.Playback}, {"ringer", s.Ringer}} {
+	// The audio specs' one grammar is audio's (a sink takes no tone).
+	if _, err := audio.ParseSpec(s.Capture); err != nil {
+		errs = append(errs, fmt.Errorf("capture %w", err))
+	}
+	for _, a := range []struct{ key, v string }{{"playback", s.Playback}, {"ringer", s.Ringer}} {
 		if a.v == "" && a.key == "ringer" {
 			continue
 		}
-		if !audioRE.MatchString(a.v) {
-			errs = append(errs, fmt.Errorf("%s %q: want default, device:NAME, tone:HZ, wav:FILE or null", a.key, a.v))
+		if _, err := audio.ParseSinkSpec(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %w", a.key, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -176,7 +176,7 @@ func TestNonceFloodFromManySourcesSparesMeta(t *testing.T) {
 }
 
 func testThrottle(limit int, trusted ...string) *failThrottle {
-	ts := newTrustSet(nil)
+	ts := newTrustSet(newAllowList(nil))
 	for _, a := range trusted {
 		ts.add(netip.MustParseAddr(a))
 	}

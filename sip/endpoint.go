@@ -99,6 +99,7 @@ type Endpoint struct {
 	nonces   *nonceMinter
 	throttle *failThrottle
 	trust    *trustSet
+	allow    *allowList // sip.allow, replaceable by SetAllow
 	prefix   prefixer
 	// INVITEs refused by the throttle, and when that was last logged.
 	throttled, throttleLog atomic.Int64
@@ -158,11 +159,13 @@ func New(cfg Config, h Handler) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip.gateway %q: %w", cfg.Gateway, err)
 	}
+	allow := newAllowList(cfg.Allow)
 	e := &Endpoint{
 		cfg: cfg, digits: strings.TrimPrefix(cfg.Number, "+"), gwHost: gwHost, gwPort: gwPort,
 		log: cfg.Logger, h: h,
 		nonces:  newNonceMinter(cfg.NonceTTL),
-		trust:   newTrustSet(cfg.Allow),
+		allow:   allow,
+		trust:   newTrustSet(allow),
 		prefix:  prefixer{v4: cfg.PrefixV4, v6: cfg.PrefixV6},
 		dialogs: make(map[string]*dialog),
 	}
@@ -255,7 +258,7 @@ func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Conf
 		return errors.New("sip: a fleet desk does not listen; it registers at the edge (RunFleet)")
 	}
 	g := newGuardListener(ln, tlsConf, guardConfig{
-		allow: e.cfg.Allow, trusted: e.trust.trusted, prefixOf: e.prefix.of,
+		allow: e.allow, trusted: e.trust.trusted, prefixOf: e.prefix.of,
 		maxConns: e.cfg.MaxConns, reserved: e.cfg.ReservedConns,
 		// idle outlasts a long call: Meta's connection may carry nothing for
 		// the whole call, and closing it would send our BYE the long way.
@@ -279,6 +282,17 @@ func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Conf
 // Throttled counts INVITEs refused without a check because their source
 // gave too many wrong digest answers.
 func (e *Endpoint) Throttled() int64 { return e.throttled.Load() }
+
+// SetAllow replaces sip.allow (SIGHUP): new connections are checked
+// against it; open ones stay.
+func (e *Endpoint) SetAllow(entries []string) error {
+	prefixes, err := ParseAllow(entries)
+	if err != nil {
+		return err
+	}
+	e.allow.set(prefixes)
+	return nil
+}
 
 // Refused reports connections dropped by the allow-list and by the
 // connection caps (all of them; Guard breaks them down).

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"sync/atomic"
 	"net"
 	"net/netip"
 	"sync"
@@ -51,23 +52,47 @@ func (p prefixer) of(ip netip.Addr) netip.Prefix {
 // authenticated before (Meta's gateways; remembered in memory, bounded,
 // least recently authenticated forgotten first).
 type trustSet struct {
-	allow []netip.Prefix
+	allow *allowList
 	max   int
 
 	mu   sync.Mutex
 	seen map[netip.Addr]time.Time
 }
 
-func newTrustSet(allow []netip.Prefix) *trustSet {
+func newTrustSet(allow *allowList) *trustSet {
 	return &trustSet{allow: allow, max: 256, seen: make(map[netip.Addr]time.Time)}
+}
+
+// allowList is sip.allow, which SIGHUP may replace while connections come.
+type allowList struct{ p atomic.Pointer[[]netip.Prefix] }
+
+func newAllowList(prefixes []netip.Prefix) *allowList {
+	a := &allowList{}
+	a.set(prefixes)
+	return a
+}
+
+func (a *allowList) set(prefixes []netip.Prefix) { a.p.Store(&prefixes) }
+func (a *allowList) get() []netip.Prefix      { return *a.p.Load() }
+
+// contains: no list means everyone.
+func (a *allowList) contains(ip netip.Addr) bool {
+	list := a.get()
+	if len(list) == 0 {
+		return false
+	}
+	for _, p := range list {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *trustSet) trusted(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	for _, p := range t.allow {
-		if p.Contains(ip) {
-			return true
-		}
+	if t.allow.contains(ip) {
+		return true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -352,5 +353,29 @@ func TestExpiredNonceIsStale(t *testing.T) {
 	m.expect(200)
 	if n := env.ep.Throttled(); n != 0 {
 		t.Fatalf("a stale answer was throttled (%d)", n)
+	}
+}
+
+// TestSetAllowTakesEffectForNewConnections: SIGHUP's new sip.allow refuses
+// a source the old one let in, before TLS, without a restart.
+func TestSetAllowTakesEffectForNewConnections(t *testing.T) {
+	a := newAllowList(nil)
+	g := &guardListener{allow: a}
+	ip := netip.MustParseAddr("127.0.0.2")
+	if !g.allowed(ip) {
+		t.Fatal("an empty allow-list refused someone")
+	}
+	e := &Endpoint{allow: a}
+	if err := e.SetAllow([]string{"127.0.0.1/32"}); err != nil {
+		t.Fatal(err)
+	}
+	if g.allowed(ip) || !g.allowed(netip.MustParseAddr("127.0.0.1")) {
+		t.Fatal("the new allow-list is not the one checked")
+	}
+	if err := e.SetAllow([]string{"meta"}); err == nil {
+		t.Fatal("a bad entry accepted")
+	}
+	if !g.allowed(netip.MustParseAddr("127.0.0.1")) {
+		t.Fatal("a bad SIGHUP dropped the working allow-list")
 	}
 }

@@ -121,7 +121,7 @@ func ServerTLSConfig(get func() (*tls.Certificate, error)) *tls.Config {
 type guardListener struct {
 	net.Listener
 	tls       *tls.Config
-	allow     []netip.Prefix
+	allow     *allowList
 	trusted   func(netip.Addr) bool
 	prefixOf  func(netip.Addr) netip.Prefix
 	maxConns  int
@@ -147,7 +147,7 @@ type guardListener struct {
 }
 
 type guardConfig struct {
-	allow    []netip.Prefix
+	allow    *allowList
 	trusted  func(netip.Addr) bool
 	prefixOf func(netip.Addr) netip.Prefix
 	maxConns int
@@ -187,15 +187,7 @@ func remoteIP(addr net.Addr) netip.Addr {
 }
 
 func (g *guardListener) allowed(ip netip.Addr) bool {
-	if len(g.allow) == 0 {
-		return true
-	}
-	for _, p := range g.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
+	return len(g.allow.get()) == 0 || g.allow.contains(ip)
 }
 
 // seat takes a connection seat for ip, or names the counter of the refusal.

@@ -4,21 +4,26 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/control"
 	"github.com/waphone/waphone/internal/metasim"
 	"github.com/waphone/waphone/internal/testpki"
 	"github.com/waphone/waphone/internal/testutil"
 	"github.com/waphone/waphone/phone"
+	"github.com/waphone/waphone/settings"
 )
 
 // cliRig is a real `waphone run` (in-process) with metasim as Meta.
@@ -27,7 +32,7 @@ type cliRig struct {
 	sim                 *metasim.Sim
 }
 
-func newCLIRig(t *testing.T, answer string, answerDelay time.Duration) *cliRig {
+func newCLIRig(t *testing.T, answer string, answerDelay time.Duration, extra ...string) *cliRig {
 	t.Helper()
 	dir := t.TempDir()
 	ca, _ := testpki.NewCA("cli CA")
@@ -65,7 +70,7 @@ answer = "` + answer + `"
 control_socket = "` + r.sock + `"
 [state]
 dir = "` + filepath.Join(dir, "state") + `"
-`
+` + strings.ReplaceAll(strings.Join(extra, "\n"), "$DIR", dir)
 	_ = os.WriteFile(r.cfgPath, []byte(cfg), 0o644)
 	t.Setenv("STATE_DIRECTORY", "")
 	done := make(chan error, 1)
@@ -224,3 +229,106 @@ type syncBuf struct {
 
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestSIGHUPReloadsWithoutDroppingTheCall: a call is up; the answer mode
+// is changed in the file and SIGHUP sent. The daemon lives on, the call
+// goes on, and the next call follows the new mode (it rings instead of
+// being answered).
+func TestSIGHUPReloadsWithoutDroppingTheCall(t *testing.T) {
+	r := newCLIRig(t, "auto", 0)
+	ctx := context.Background()
+	c1, err := r.sim.Call(ctx, r.addr, metasim.CallOptions{From: "+12195550714"})
+	if err != nil || c1.Status() != 200 {
+		t.Fatalf("first call: %v %v", err, c1)
+	}
+	raw, _ := os.ReadFile(r.cfgPath)
+	_ = os.WriteFile(r.cfgPath, []byte(strings.Replace(string(raw), `answer = "auto"`, `answer = "button"`, 1)), 0o644)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-c1.Done():
+		t.Fatal("SIGHUP dropped the call")
+	default:
+	}
+	var st bytes.Buffer
+	if code := run([]string{"status", "-config", r.cfgPath}, &st, io.Discard); code != 0 || !strings.Contains(st.String(), "state: talking") {
+		t.Fatalf("after SIGHUP: %d %s", code, st.String())
+	}
+	_ = c1.Hangup(ctx)
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		st.Reset()
+		run([]string{"status", "-config", r.cfgPath}, &st, io.Discard)
+		return strings.Contains(st.String(), "state: idle")
+	}, "idle after the first call")
+	c2, err := r.sim.Call(ctx, r.addr, metasim.CallOptions{From: "+12195550714", ReturnOnRinging: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if c2.Status() != 0 {
+		t.Fatalf("the second call got %d: the new answer mode (button) was not applied", c2.Status())
+	}
+	var out bytes.Buffer
+	if code := run([]string{"answer", "-config", r.cfgPath}, &out, io.Discard); code != 0 {
+		t.Fatalf("answer: %d", code)
+	}
+	if err := c2.WaitAnswer(ctx); err != nil || c2.Status() != 200 {
+		t.Fatalf("answered by command: %v %d", err, c2.Status())
+	}
+	_ = c2.Hangup(ctx)
+}
+
+// TestConsoleSettingsApplyAtStart: the console's override file wins over
+// waphone.toml when the daemon starts.
+func TestConsoleSettingsApplyAtStart(t *testing.T) {
+	cfg := config.Default()
+	dir := t.TempDir()
+	cfg.State.Dir = dir
+	t.Setenv("STATE_DIRECTORY", "")
+	_ = os.WriteFile(filepath.Join(dir, settings.FileName), []byte("[phone]\nanswer = \"button\"\nring_timeout = \"45s\"\n"), 0o600)
+	got, err := withOverrides(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Phone.Answer != "button" || got.Phone.RingTimeout.Duration != 45*time.Second || got.Audio.Capture != cfg.Audio.Capture {
+		t.Fatalf("overrides not applied: %+v", got.Phone)
+	}
+	_ = os.WriteFile(filepath.Join(dir, settings.FileName), []byte("[phone]\nanswer = \"sometimes\"\n"), 0o600)
+	if _, err := withOverrides(cfg); err == nil {
+		t.Fatal("a bad override file accepted")
+	}
+}
+
+// TestDaemonStartsItsSurfaces: [web] and [metrics] in the config start the
+// console (HTTPS, login page) and /metrics with the daemon.
+func TestDaemonStartsItsSurfaces(t *testing.T) {
+	l1, _ := net.Listen("tcp", "127.0.0.1:0")
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	web, metricsAddr := l1.Addr().String(), l2.Addr().String()
+	_, _ = l1.Close(), l2.Close()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "admin")
+	_ = os.WriteFile(pw, []byte("hunter2\n"), 0o600)
+	newCLIRig(t, "auto", 0, "[web]", `listen = "`+web+`"`, `password_file = "`+pw+`"`, "[metrics]", `listen = "`+metricsAddr+`"`)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the console's own certificate
+	res, err := hc.Get("https://" + web + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(strings.ToLower(string(body)), "password") {
+		t.Fatalf("console %d:\n%.300s", res.StatusCode, body)
+	}
+	res, err = http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), "waphone_") {
+		t.Fatalf("metrics:\n%.300s", body)
+	}
+}

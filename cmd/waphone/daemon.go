@@ -377,18 +377,27 @@ func (d *daemon) closeDevices() {
 
 // newLogger builds the slog logger for a level name.
 func newLogger(level string) *slog.Logger {
-	var l slog.Level
+	l, _ := newLevelLogger(level)
+	return l
+}
+
+// newLevelLogger is newLogger whose level SIGHUP can change.
+func newLevelLogger(level string) (*slog.Logger, *slog.LevelVar) {
+	v := new(slog.LevelVar)
+	v.Set(logLevel(level))
+	return slog.New(logging.NewHandler(os.Stderr, v)), v
+}
+
+func logLevel(level string) slog.Level {
 	switch strings.ToLower(level) {
 	case "debug":
-		l = slog.LevelDebug
+		return slog.LevelDebug
 	case "warn":
-		l = slog.LevelWarn
+		return slog.LevelWarn
 	case "error":
-		l = slog.LevelError
-	default:
-		l = slog.LevelInfo
+		return slog.LevelError
 	}
-	return slog.New(logging.NewHandler(os.Stderr, l))
+	return slog.LevelInfo
 }
 
 var errUsage = errors.New("usage")

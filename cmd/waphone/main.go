@@ -133,11 +133,19 @@ func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	trace := fs.Bool("sip-trace", false, "log every SIP message sent and received, secrets masked (as [log] sip_trace)")
-	cfg, err := loadConfig(fs, args)
-	if err != nil {
+	path := fs.String("config", defaultConfig, "config file (TOML)")
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log.Level)
+	base, err := config.Load(*path)
+	if err != nil {
+		return configError{err}
+	}
+	cfg, err := withOverrides(base) // the console's saved settings
+	if err != nil {
+		return configError{err}
+	}
+	log, level := newLevelLogger(cfg.Log.Level)
 	if *trace || cfg.Log.SIPTrace {
 		traceSIP(log)
 	}
@@ -166,6 +174,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	d.serve(ctx, getCert)
 	d.openBoard(ctx)
+	surfacesDone, err := startSurfaces(ctx, d.surfaces(base, getCert))
+	if err != nil {
+		return configError{err}
+	}
+	defer surfacesDone()
+	go reloadOnHangup(ctx, d, *path, level)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -322,6 +336,24 @@ func cmdCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "call ended (%s) after %s\n", last.EndedBy, last.Duration)
 	}
 	return nil
+}
+
+// reloadOnHangup reloads the config on SIGHUP until ctx ends (instead of
+// the signal's default: death).
+func reloadOnHangup(ctx context.Context, d *daemon, path string, level *slog.LevelVar) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := d.reload(path, level); err != nil {
+				d.log.Error("SIGHUP: the config has an error; nothing changed", "err", err)
+			}
+		}
+	}
 }
 
 // watchdog pings systemd (WATCHDOG=1, half of WatchdogSec=) only while

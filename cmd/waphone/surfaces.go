@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/config"
 	"github.com/waphone/waphone/history"
 	"github.com/waphone/waphone/metrics"
 	"github.com/waphone/waphone/mqtt"
@@ -141,7 +142,7 @@ func startSurfaces(ctx context.Context, sc surfacesConfig) (wait func(), err err
 		mc := mqtt.Config{Broker: sc.MQTTBroker, Username: sc.MQTTUsername, Topic: sc.MQTTTopic, Hostname: sc.Hostname,
 			Version: sc.Version, Phone: sc.Phone, Logger: log.With("component", "mqtt")}
 		if sc.MQTTPasswordFile != "" {
-			pw, err := readPrivateFile(sc.MQTTPasswordFile, "mqtt.password_file")
+			pw, err := config.ReadSecret(sc.MQTTPasswordFile, "mqtt.password_file")
 			if err != nil {
 				return fail(err)
 			}
@@ -311,18 +312,3 @@ func doctorChecks(lines []string) []web.Check {
 	return out
 }
 
-// readPrivateFile reads a secret that must be 0600 (like sip.password_file).
-func readPrivateFile(path, key string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s %s is mode %04o: must be 0600 or stricter", key, path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
-}
