@@ -45,7 +45,6 @@ const (
 	MaxRingTimeout     = 10 * time.Minute
 )
 
-
 // Validate says what is wrong, key by key.
 func (s Settings) Validate() error {
 	var errs []error

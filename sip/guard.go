@@ -1,10 +1,10 @@
 package sip
 
 import (
-	"sync/atomic"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,7 +64,9 @@ func newTrustSet(allow *allowList) *trustSet {
 }
 
 // allowList is sip.allow, which SIGHUP may replace while connections come.
-type allowList struct{ p atomic.Pointer[[]netip.Prefix] }
+type allowList struct {
+	p atomic.Pointer[[]netip.Prefix]
+}
 
 func newAllowList(prefixes []netip.Prefix) *allowList {
 	a := &allowList{}
@@ -73,7 +75,7 @@ func newAllowList(prefixes []netip.Prefix) *allowList {
 }
 
 func (a *allowList) set(prefixes []netip.Prefix) { a.p.Store(&prefixes) }
-func (a *allowList) get() []netip.Prefix      { return *a.p.Load() }
+func (a *allowList) get() []netip.Prefix         { return *a.p.Load() }
 
 // contains: no list means everyone.
 func (a *allowList) contains(ip netip.Addr) bool {

@@ -311,4 +311,3 @@ func doctorChecks(lines []string) []web.Check {
 	}
 	return out
 }
-
