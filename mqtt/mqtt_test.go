@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/waphone/waphone/internal/testutil"
 	"io"
 	"net"
 	"os"
@@ -28,7 +29,7 @@ func startBroker(t *testing.T) string {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, err = os.Stat("/usr/sbin/mosquitto"); err != nil {
-			t.Skip("mosquitto not installed (apt-get install mosquitto): no broker to test against")
+			testutil.Missing(t, "mosquitto not installed (apt-get install mosquitto): no broker to test against")
 		}
 		bin = "/usr/sbin/mosquitto"
 	}

@@ -28,3 +28,10 @@ rm -f "$out"
 # (version on arm64/armv7/armv6, a whole demo call on arm64).
 ./scripts/check-systemd.sh
 ./scripts/smoke-arm.sh
+
+# Deployment checks against the real third-party parts (see the README's
+# make targets): a Kamailio edge with three desks, the daemon under attack,
+# and the .deb under real systemd in a container.
+make -s fleet
+make -s stress
+./scripts/check-service.sh

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/waphone/waphone/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -248,7 +249,7 @@ func TestLoginThrottleAndCrossOrigin(t *testing.T) {
 func TestBrowserCall(t *testing.T) {
 	path, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("chromium not installed (apt-get install chromium): the browser test cannot run")
+		testutil.Missing(t, "chromium not installed (apt-get install chromium): the browser test cannot run")
 	}
 	con := newConsole(t, 24000)
 	shots := artifacts(t)

@@ -50,7 +50,7 @@ type fleet struct {
 
 func TestFleet(t *testing.T) {
 	if _, err := exec.LookPath("kamailio"); err != nil {
-		t.Skip("kamailio not installed (apt-get install kamailio kamailio-tls-modules)")
+		testutil.Missing(t, "kamailio not installed (apt-get install kamailio kamailio-tls-modules)")
 	}
 	f := newFleet(t)
 	f.edge.start(t)

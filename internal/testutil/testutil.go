@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 )
@@ -34,4 +35,17 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 	if !Poll(timeout, cond) {
 		t.Fatalf("after %v still waiting for %s", timeout, fmt.Sprintf(format, args...))
 	}
+}
+
+// Missing skips a test whose real third-party part (a browser, a broker,
+// Kamailio) is not installed here; under CI (CI set, where .ci/run has
+// installed them all) it fails instead, so a lost install step cannot turn
+// a test into a silent skip.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s (CI must install it: scripts/deps.sh)", msg)
+	}
+	t.Skip(msg)
 }
