@@ -34,6 +34,7 @@ check() {
 		systemd-tmpfiles --create waphone.conf || return 1
 		# What the next boot does with the shipped modules-load.d entry.
 		systemctl restart systemd-modules-load.service || return 1
+		echo "guest: ALSA major before the unit starts: $(grep -w alsa /proc/devices || echo none)"
 		# A uhid device has no USB parent, so the shipped rules'
 		# ATTRS{idVendor} cannot match it: this stand-in matches the same
 		# vendor ids in the HID device's own name (0003:VVVV:PPPP.NNNN).
