@@ -209,8 +209,10 @@ func Default() Config {
 	return Config{
 		SIP:     SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
 		Media:   Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
-		Audio:   Audio{Capture: "null", Playback: "null"},
-		Phone:   Phone{Answer: "auto", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
+		// A desk phone's defaults: the headset, and the button (or the
+		// headset's call key) answers. Silence and auto-answer are opt-in.
+		Audio:   Audio{Capture: "default", Playback: "default"},
+		Phone:   Phone{Answer: "button", RingTimeout: Duration{phone.DefaultRingTimeout}, ControlSocket: "/run/waphone/control.sock", EarlyMedia: true},
 		Board:   Board{HeadsetKeys: "auto"},
 		Graph:   Graph{BaseURL: graph.DefaultBaseURL, Version: "v23.0"},
 		Webhook: Webhook{Path: "/webhook"},

@@ -26,7 +26,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 		t.Fatalf("number %q", c.SIP.Number)
 	}
 	if c.SIP.Listen != "0.0.0.0:5061" || c.SIP.Gateway != "wa.meta.vc" || c.Media.KeyExchange != "dtls" || // the literals: a contract with users
-		c.Phone.RingTimeout.Duration != time.Minute || c.Phone.Answer != "auto" {
+		c.Phone.RingTimeout.Duration != time.Minute || c.Phone.Answer != "button" || c.Audio.Capture != "default" { // a desk phone: the headset and the button
 		t.Fatalf("defaults %+v", c)
 	}
 	lo, hi, err := c.Media.PortRange()

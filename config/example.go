@@ -20,8 +20,10 @@ key_file = "/etc/waphone/privkey.pem"
 # The business phone number, E.164.
 number = "+12145551869"
 # Meta's generated SIP password (Graph: GET /<PHONE_NUMBER_ID>/settings?include_sip_credentials=true).
-# Mode 0600 or stricter. A relative name is read from $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
-password_file = "/etc/waphone/sip-password"
+# Mode 0600 or stricter. A relative name is the credential the unit hands over
+# ($CREDENTIALS_DIRECTORY, LoadCredential=sip-password:/etc/waphone/sip-password);
+# run by hand, it is looked up beside this file.
+password_file = "sip-password"
 # Meta's SIP domain.
 gateway = "wa.meta.vc"
 # Dial this host:port instead of resolving the gateway (tests, labs). Empty in production.
@@ -46,15 +48,15 @@ bind_address = ""
 
 [audio]
 # Capture: "default" or "device:NAME" (a sound card, matched by name), "tone:HZ", "wav:FILE" or "null".
-capture = "null"
+capture = "default"
 # Playback: "default" or "device:NAME", "wav:FILE" or "null".
-playback = "null"
+playback = "default"
 # Where incoming calls ring besides nothing else: a speaker ("device:NAME"). Empty = the playback device.
 ringer = ""
 
 [phone]
 # "auto" answers by itself (after auto_answer_delay); "button" waits for the button.
-answer = "auto"
+answer = "button"
 auto_answer_delay = "0s"
 # Unanswered calls are declined with 480 after this and logged as missed.
 ring_timeout = "60s"

@@ -76,6 +76,11 @@ password_file = "`+pw+`"
 allow = ["31.13.24.0/21", "157.240.0.0/16"]
 [media]
 key_exchange = "dtls"
+[audio]
+capture = "null"
+playback = "null"
+[phone]
+answer = "auto"
 [graph]
 base_url = "`+graphSrv.URL+`"
 phone_number_id = "106540352242922"
