@@ -207,8 +207,8 @@ const (
 // Default is what an empty file means.
 func Default() Config {
 	return Config{
-		SIP:     SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
-		Media:   Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
+		SIP:   SIP{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(sip.DefaultPort)), Gateway: sip.DefaultGateway},
+		Media: Media{KeyExchange: KeyExchangeDTLS, RTPPorts: "10000-10100"},
 		// A desk phone's defaults: the headset, and the button (or the
 		// headset's call key) answers. Silence and auto-answer are opt-in.
 		Audio:   Audio{Capture: "default", Playback: "default"},
