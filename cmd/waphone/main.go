@@ -118,17 +118,6 @@ type configError struct{ err error }
 func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 
-func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
-	path := fs.String("config", defaultConfig, "config file (TOML)")
-	if err := parseArgs(fs, args); err != nil {
-		return config.Config{}, err
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return cfg, configError{err}
-	}
-	return cfg, nil
-}
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
