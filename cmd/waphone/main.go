@@ -118,7 +118,6 @@ type configError struct{ err error }
 func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 
-
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	trace := fs.Bool("sip-trace", false, "log every SIP message sent and received, secrets masked (as [log] sip_trace)")
