@@ -103,6 +103,7 @@ type Endpoint struct {
 	prefix   prefixer
 	// INVITEs refused by the throttle, and when that was last logged.
 	throttled, throttleLog atomic.Int64
+	authFailures           atomic.Uint64
 	noACK                  atomic.Uint64
 	fleet                  *fleetState // nil unless Config.Fleet
 
@@ -317,12 +318,14 @@ func (e *Endpoint) Guard() GuardStats {
 		st.FirstTimeouts += s.FirstTimeouts
 		st.IdleTimeouts += s.IdleTimeouts
 		st.TLSFailures += s.TLSFailures
+		st.TLSHandshakes += s.TLSHandshakes
 		st.TooLarge += s.TooLarge
 		st.TooLargeDrops += s.TooLargeDrops
 		st.Open += s.Open
 		st.Authenticated += s.Authenticated
 	}
 	st.Throttled = e.throttled.Load()
+	st.AuthFailures = e.authFailures.Load()
 	st.NoACK = e.noACK.Load()
 	st.Trusted = e.trust.len()
 	return st

@@ -376,6 +376,9 @@ func TestWrongPasswordIsForbiddenThenThrottled(t *testing.T) {
 	if n := env.ep.Throttled(); n != 1 {
 		t.Fatalf("throttled INVITEs counted %d, want 1", n)
 	}
+	if g := env.ep.Guard(); g.AuthFailures != 5 || g.TLSHandshakes != 1 {
+		t.Fatalf("auth failures %d (want 5), TLS handshakes %d (want 1)", g.AuthFailures, g.TLSHandshakes)
+	}
 }
 
 func TestReplayedNonceIsChallengedAgain(t *testing.T) {

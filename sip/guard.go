@@ -20,6 +20,8 @@ type GuardStats struct {
 	FirstTimeouts uint64 // closed: no TLS handshake and first complete SIP message in time
 	IdleTimeouts  uint64 // closed: an unauthenticated connection went quiet between messages
 	TLSFailures   uint64 // closed: the TLS handshake failed
+	TLSHandshakes uint64 // TLS handshakes completed that carried a SIP message
+	AuthFailures  uint64 // INVITEs whose digest answer was wrong (403)
 	TooLarge      uint64 // messages over the size limit answered 513 (the connection kept serving)
 	TooLargeDrops uint64 // connections closed for a message over the size limit that could not be framed
 	Throttled     int64  // INVITEs refused without a check: too many failed digest answers from the source or its prefix

@@ -314,6 +314,7 @@ func (e *Endpoint) authorize(req *ssip.Request, tx ssip.ServerTransaction, ip ne
 		verr = errors.New("opaque does not match the nonce")
 	}
 	if verr != nil {
+		e.authFailures.Add(1)
 		e.log.Warn("INVITE failed digest authentication", "remote", req.Source(), "username", creds.Username, "err", verr)
 		e.respond(req, tx, 403, "Forbidden")
 		return false

@@ -136,6 +136,7 @@ type guardListener struct {
 
 	notAllowed, overTotal, overStrangers, overPrefix, overAddr        atomic.Uint64
 	firstTimeouts, idleTimeouts, tlsFailures, tooLarge, tooLargeDrops atomic.Uint64
+	tlsHandshakes                                                     atomic.Uint64
 
 	mu        sync.Mutex
 	total     int
@@ -313,7 +314,7 @@ func (g *guardListener) stats() GuardStats {
 	st := GuardStats{
 		NotAllowed: g.notAllowed.Load(), OverTotal: g.overTotal.Load(), OverStrangers: g.overStrangers.Load(),
 		OverPrefix: g.overPrefix.Load(), OverAddr: g.overAddr.Load(), FirstTimeouts: g.firstTimeouts.Load(),
-		IdleTimeouts: g.idleTimeouts.Load(), TLSFailures: g.tlsFailures.Load(), TooLarge: g.tooLarge.Load(),
+		IdleTimeouts: g.idleTimeouts.Load(), TLSFailures: g.tlsFailures.Load(), TLSHandshakes: g.tlsHandshakes.Load(), TooLarge: g.tooLarge.Load(),
 		TooLargeDrops: g.tooLargeDrops.Load(),
 	}
 	g.mu.Lock()
@@ -396,6 +397,9 @@ func (c *sipConn) readError(err error) error {
 // message is the framer's word that one whole message went up (or was
 // skipped): an unauthenticated connection gets first again for the next.
 func (c *sipConn) message() {
+	if !c.gotMsg {
+		c.g.tlsHandshakes.Add(1) // a completed handshake that carried SIP
+	}
 	c.gotMsg = true
 	if !c.authed.Load() {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(c.g.first))

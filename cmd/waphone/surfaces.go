@@ -217,8 +217,9 @@ func defenceCounters(ep *sip.Endpoint) func() metrics.Defence {
 	}
 	return func() metrics.Defence {
 		na, ol := ep.Refused()
-		// sip counts no digest failures or TLS handshakes yet: those read 0.
-		return metrics.Defence{Throttled: uint64(max(ep.Throttled(), 0)), RefusedNotAllowed: na, RefusedOverLimit: ol}
+		g := ep.Guard()
+		return metrics.Defence{Throttled: uint64(max(ep.Throttled(), 0)), RefusedNotAllowed: na, RefusedOverLimit: ol,
+			AuthFailures: g.AuthFailures, TLSHandshakes: g.TLSHandshakes, TLSHandshakeErrors: g.TLSFailures}
 	}
 }
 
@@ -228,8 +229,10 @@ func defenceMap(ep *sip.Endpoint) func() map[string]uint64 {
 	}
 	return func() map[string]uint64 {
 		na, ol := ep.Refused()
+		g := ep.Guard()
 		return map[string]uint64{"throttled INVITEs": uint64(max(ep.Throttled(), 0)),
-			"connections refused (allow-list)": na, "connections refused (limit)": ol}
+			"connections refused (allow-list)": na, "connections refused (limit)": ol,
+			"wrong digest answers": g.AuthFailures, "TLS handshake failures": g.TLSFailures}
 	}
 }
 
