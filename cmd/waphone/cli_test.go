@@ -313,10 +313,13 @@ func TestDaemonStartsItsSurfaces(t *testing.T) {
 	_ = os.WriteFile(pw, []byte("hunter2\n"), 0o600)
 	newCLIRig(t, "auto", 0, "[web]", `listen = "`+web+`"`, `password_file = "`+pw+`"`, "[metrics]", `listen = "`+metricsAddr+`"`)
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the console's own certificate
-	res, err := hc.Get("https://" + web + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var res *http.Response
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		res, err = hc.Get("https://" + web + "/")
+		return err == nil
+	}, "the console listening") // it starts just after the control socket
+
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if !strings.Contains(strings.ToLower(string(body)), "password") {
