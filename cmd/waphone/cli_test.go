@@ -325,7 +325,7 @@ func TestDaemonStartsItsSurfaces(t *testing.T) {
 	if !strings.Contains(strings.ToLower(string(body)), "password") {
 		t.Fatalf("console %d:\n%.300s", res.StatusCode, body)
 	}
-	res, err = http.Get("http://" + metricsAddr + "/metrics")
+	res, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
