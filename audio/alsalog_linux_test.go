@@ -1,33 +1,19 @@
 package audio
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/waphone/waphone/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written and read at once.
+type syncBuffer = testutil.Buffer
 
 // TestALSAMessagesGoThroughTheLogger: on a machine without a sound card
 // (like CI), opening the default device makes alsa-lib complain; none of

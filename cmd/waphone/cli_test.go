@@ -222,13 +222,7 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuf = testutil.Buffer
 
 // TestSIGHUPReloadsWithoutDroppingTheCall: a call is up; the answer mode
 // is changed in the file and SIGHUP sent. The daemon lives on, the call

@@ -5,7 +5,6 @@
 package interop
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -14,9 +13,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/waphone/waphone/internal/testutil"
 
 	"github.com/waphone/waphone/internal/testpki"
 )
@@ -53,23 +53,8 @@ func moduleRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// syncBuffer collects a subprocess's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written and read at once.
+type syncBuffer = testutil.Buffer
 
 func waitTCP(t *testing.T, addr string) {
 	t.Helper()

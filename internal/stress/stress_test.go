@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/internal/testutil"
+
 	"github.com/waphone/waphone/internal/metasim"
 	"github.com/waphone/waphone/internal/testpki"
 )
@@ -740,22 +742,8 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written and read at once.
+type syncBuffer = testutil.Buffer
 
 // logHistogram counts the daemon's log lines by level and message.
 func logHistogram(log string) string {

@@ -3,8 +3,10 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -48,4 +50,23 @@ func Missing(t testing.TB, format string, args ...any) {
 		t.Fatalf("%s (CI must install it: scripts/deps.sh)", msg)
 	}
 	t.Skip(msg)
+}
+
+// Buffer is a bytes.Buffer safe for one writer (a subprocess's output, a
+// logger) and a reader (the test) at once.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
