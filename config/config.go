@@ -21,6 +21,7 @@ import (
 
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/graph"
+	"github.com/waphone/waphone/internal/atomicfile"
 	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
 )
@@ -486,33 +487,7 @@ func ReadToken(path string) (string, error) {
 // same directory, fsync, rename), so a power cut leaves the old or the new
 // password, never half of one.
 func WriteSecret(path, secret string) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".secret-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err = f.Chmod(0o600); err == nil {
-		if _, err = f.WriteString(secret + "\n"); err == nil {
-			err = f.Sync()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			_ = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, []byte(secret+"\n"), 0o600)
 }
 
 // ReadPassword reads Meta's SIP password. The file must not be readable by

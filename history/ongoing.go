@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/waphone/waphone/internal/atomicfile"
 )
 
 // EndedInterrupted is what a call that was up when waphone died (a power
@@ -27,33 +29,10 @@ func (s *Store) Begin(r Record) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.ongoingPath()
-	tmp := p + ".tmp"
-	if err := writeSynced(tmp, b); err != nil {
-		return fmt.Errorf("history: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return fmt.Errorf("history: %w", err)
-	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := atomicfile.Write(s.ongoingPath(), b, 0o600); err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
 	return nil
-}
-
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Touch marks the call in progress as still up now; without one it does nothing.

@@ -22,6 +22,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/waphone/waphone/audio"
+	"github.com/waphone/waphone/internal/atomicfile"
 	"github.com/waphone/waphone/sip"
 )
 
@@ -209,32 +210,11 @@ func (st *Store) Save(s Settings) (restart []string, err error) {
 // writeAtomic replaces path with a 0600 file: a power cut leaves the old
 // or the new settings, never half of them.
 func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".settings-*")
-	if err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("settings: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			_ = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("settings: writing %s: %w", path, err)
 	}
 	return nil
 }
