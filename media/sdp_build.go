@@ -3,12 +3,15 @@ package media
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/pion/sdp/v3"
 )
 
-// Our SDES SDP, offer or answer. (In DTLS mode pion writes the SDP.)
+// Our SDES SDP, offer or answer. (In DTLS mode pion writes our offer and
+// conformAnswer our answer.)
 
 // localDesc is what goes into our SDP.
 type localDesc struct {
@@ -80,18 +83,16 @@ func buildSDP(ld localDesc, offer *sdp.SessionDescription, audioIdx int) ([]byte
 	if offer == nil {
 		sd.MediaDescriptions = []*sdp.MediaDescription{am}
 	} else {
+		if ld.mid != "" && bundleHas(offer, ld.mid) {
+			// RFC 8843 §7.3: a group only if offered, with only the sections we accept.
+			sd.Attributes = append(sd.Attributes, sdp.NewAttribute("group", "BUNDLE "+ld.mid))
+		}
 		for i, om := range offer.MediaDescriptions {
 			if i == audioIdx {
 				sd.MediaDescriptions = append(sd.MediaDescriptions, am)
 				continue
 			}
-			f := om.MediaName.Formats
-			if len(f) == 0 {
-				f = []string{"0"}
-			}
-			sd.MediaDescriptions = append(sd.MediaDescriptions, &sdp.MediaDescription{
-				MediaName: sdp.MediaName{Media: om.MediaName.Media, Port: sdp.RangedPort{Value: 0}, Protos: om.MediaName.Protos, Formats: f[:1]},
-			})
+			sd.MediaDescriptions = append(sd.MediaDescriptions, rejectedSection(om))
 		}
 	}
 	b, err := sd.Marshal()
@@ -99,4 +100,32 @@ func buildSDP(ld localDesc, offer *sdp.SessionDescription, audioIdx int) ([]byte
 		return nil, fmt.Errorf("media: marshal sdp: %w", err)
 	}
 	return b, nil
+}
+
+// rejectedSection answers an offered m= line we do not take: port 0, the
+// offer's protocol and first format (RFC 3264 §6), its mid if it had one.
+func rejectedSection(o *sdp.MediaDescription) *sdp.MediaDescription {
+	f := o.MediaName.Formats
+	if len(f) == 0 {
+		f = []string{"0"}
+	}
+	md := &sdp.MediaDescription{MediaName: sdp.MediaName{Media: o.MediaName.Media, Port: sdp.RangedPort{Value: 0}, Protos: o.MediaName.Protos, Formats: f[:1]}}
+	if mid, ok := o.Attribute("mid"); ok {
+		md.Attributes = append(md.Attributes, sdp.NewAttribute("mid", mid))
+	}
+	return md
+}
+
+// bundleHas: the offer's BUNDLE group names mid.
+func bundleHas(sd *sdp.SessionDescription, mid string) bool {
+	for _, a := range sd.Attributes {
+		if !strings.EqualFold(a.Key, "group") {
+			continue
+		}
+		f := strings.Fields(a.Value)
+		if len(f) > 0 && strings.EqualFold(f[0], "BUNDLE") && slices.Contains(f[1:], mid) {
+			return true
+		}
+	}
+	return false
 }

@@ -72,8 +72,11 @@ const netnsEnv = "WAPHONE_INTEROP_NETNS"
 
 var netnsIP = net.IPv4(198, 18, 0, 1) // RFC 2544 lab range, only inside the namespace
 
-// baresipNetns re-runs the subtest name in a new namespace and reports its output.
+// baresipNetns re-runs the subtest name (of the top-level test running
+// it: TestInteropBaresip or TestInteropLinphone) in a new namespace and
+// reports its output.
 func baresipNetns(t *testing.T, name string) {
+	top, _, _ := strings.Cut(t.Name(), "/")
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare (util-linux) not installed: the DTLS call needs a network namespace")
 	}
@@ -86,7 +89,7 @@ func baresipNetns(t *testing.T, name string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	args := []string{os.Args[0], "-test.run=^TestInteropBaresip$/^" + name + "$", "-test.v", "-test.count=1", "-test.timeout=80s"}
+	args := []string{os.Args[0], "-test.run=^" + top + "$/^" + name + "$", "-test.v", "-test.count=1", "-test.timeout=80s"}
 	cmd := exec.CommandContext(ctx, "unshare", append(ns[:len(ns):len(ns)], args...)...)
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	out, err := cmd.CombinedOutput()
@@ -94,8 +97,8 @@ func baresipNetns(t *testing.T, name string) {
 		t.Log("netns: " + l)
 	}
 	switch {
-	case err == nil && bytes.Contains(out, []byte("--- PASS: TestInteropBaresip/"+name+" (")):
-	case err == nil && bytes.Contains(out, []byte("--- SKIP: TestInteropBaresip/"+name+" (")):
+	case err == nil && bytes.Contains(out, []byte("--- PASS: "+top+"/"+name+" (")):
+	case err == nil && bytes.Contains(out, []byte("--- SKIP: "+top+"/"+name+" (")):
 		t.Skip("skipped inside the namespace (see above)")
 	default:
 		t.Fatalf("the %s call in the namespace failed: %v", name, err)
