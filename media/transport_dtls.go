@@ -77,7 +77,9 @@ func newRTCAPI(cfg Config, opusPT uint8, opusFmtp string, dtmfPT int) (*webrtc.A
 func settingEngine(cfg Config) (webrtc.SettingEngine, error) {
 	var se webrtc.SettingEngine
 	// pion answers an ICE-lite peer with a=setup:passive unless told: Meta
-	// needs us to be the DTLS client.
+	// needs us to be the DTLS client. Toward a full-ICE actpass peer the
+	// answerer shows pion an offer that says active, and we are the server
+	// (answerSetup in negotiate_dtls.go).
 	se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what waphone's build and tests need on Debian/Ubuntu, then the Go modules.
 set -eu
-pkgs="libopus-dev libopusfile-dev pkg-config gcc sip-tester socat pebble baresip-core sipvicious iproute2 chromium mosquitto kamailio kamailio-tls-modules"
+pkgs="libopus-dev libopusfile-dev pkg-config gcc sip-tester socat pebble baresip-core sipvicious iproute2 chromium mosquitto kamailio kamailio-tls-modules linphone-cli"
 missing=""
 for p in $pkgs; do
 	dpkg -s "$p" >/dev/null 2>&1 || dpkg -s "$p:$(dpkg --print-architecture)" >/dev/null 2>&1 || missing="$missing $p"
