@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waphone/waphone/internal/testutil"
+
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/internal/dsp"
 	"github.com/waphone/waphone/internal/testpki"
@@ -37,7 +39,7 @@ import (
 // veth address netnsIP, and nothing may leave the machine.
 func TestInteropLinphone(t *testing.T) {
 	if _, err := exec.LookPath("linphonec"); err != nil {
-		t.Skip("linphonec not installed (Debian: apt-get install linphone-cli)")
+		testutil.Missing(t, "linphonec not installed (Debian: apt-get install linphone-cli)")
 	}
 	for _, mode := range []string{"sdes", "dtls"} {
 		t.Run(mode+"_inbound", func(t *testing.T) {
