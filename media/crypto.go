@@ -80,6 +80,9 @@ func parseCrypto(v string) (sdesKey, error) {
 	if err != nil || len(key) != keySaltLen {
 		return sdesKey{}, fmt.Errorf("%w: key is not %d bytes of base64", errUnsupportedCrypto, keySaltLen)
 	}
+	if why := checkSDESKey(key, parts[1:]); why != "" {
+		return sdesKey{}, fmt.Errorf("%w: %s", errUnsupportedCrypto, why)
+	}
 	return sdesKey{tag: tag, suite: suite, profile: profile, keySalt: key}, nil
 }
 

@@ -42,6 +42,9 @@ func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, [
 	if idx < 0 {
 		return nil, nil, notAcceptable("no audio stream offered")
 	}
+	if nerr := checkDTLSOffer(sd, sd.MediaDescriptions[idx]); nerr != nil {
+		return nil, nil, nerr
+	}
 	opusPT, opus, dtmfPT := offeredCodecs(sd.MediaDescriptions[idx])
 	if opusPT < 0 {
 		return nil, nil, notAcceptable("no common codec (need opus/48000)")

@@ -337,9 +337,13 @@ func pickKey(rd *remoteDesc, sd *sdp.SessionDescription, md *sdp.MediaDescriptio
 	if nerr := sdesOnly(sd, md, isDTLS, len(lines) > 0, ac != nil); nerr != nil {
 		return nerr
 	}
+	var refused error // why the first supported-suite line was refused (all-zero key, lifetime)
 	for _, cl := range lines {
 		k, err := parseCrypto(cl)
 		if err != nil {
+			if refused == nil && !strings.Contains(err.Error(), "suite") {
+				refused = err
+			}
 			continue
 		}
 		if ac != nil && (k.tag != ac.tag || k.suite != ac.suite) {
@@ -350,6 +354,9 @@ func pickKey(rd *remoteDesc, sd *sdp.SessionDescription, md *sdp.MediaDescriptio
 	}
 	if ac != nil {
 		return notAcceptable("answer has no usable a=crypto for tag %d %s", ac.tag, ac.suite)
+	}
+	if refused != nil {
+		return notAcceptable("no usable SRTP key: %v", refused)
 	}
 	return notAcceptable("no supported SRTP crypto suite (need %s)", suite80)
 }
@@ -382,12 +389,15 @@ func sdesOnly(sd *sdp.SessionDescription, md *sdp.MediaDescription, isDTLS, hasC
 		return notAcceptable("a=fingerprint without a=crypto next to an SDES audio stream")
 	case !hasCrypto:
 		return notAcceptable("SRTP required")
+	case !strings.Contains(strings.ToUpper(strings.Join(md.MediaName.Protos, "/")), "SAVP"):
+		// RFC 4568 §3.1.4: a=crypto belongs to a secure profile. Under
+		// RTP/AVP it is "best effort" SRTP, which we never fall back from.
+		return notAcceptable("SRTP required: a=crypto under %q needs RTP/SAVP", truncate(strings.Join(md.MediaName.Protos, "/"), 40))
 	}
 	return nil
 }
 
-// mediaAddr takes where the peer wants our RTP: c= and the m= port. An
-// unspecified address (0.0.0.0) leaves rd.addr zero: wait for its packets.
+// mediaAddr takes where the peer wants our RTP: c= and the m= port.
 func mediaAddr(rd *remoteDesc, sd *sdp.SessionDescription, md *sdp.MediaDescription) *NegotiationError {
 	ip, nerr := connAddr(sd, md)
 	if nerr != nil {
@@ -397,9 +407,15 @@ func mediaAddr(rd *remoteDesc, sd *sdp.SessionDescription, md *sdp.MediaDescript
 	if port <= 0 || port > 65535 {
 		return badSDP("bad port %d", port)
 	}
-	if !ip.IsUnspecified() {
-		rd.addr = netip.AddrPortFrom(ip, uint16(port))
+	switch {
+	case unusableAddr(ip):
+		return notAcceptable("connection address %s is multicast or broadcast", ip)
+	case ip.IsUnspecified():
+		// Without ICE there is nowhere to send our first packet (Meta
+		// expects it from us), and hold (RFC 2543) makes no sense in an offer.
+		return notAcceptable("connection address %s: nowhere to send RTP", ip)
 	}
+	rd.addr = netip.AddrPortFrom(ip, uint16(port))
 	return nil
 }
 
