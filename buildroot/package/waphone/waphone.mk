@@ -13,7 +13,7 @@ WAPHONE_GOMOD = github.com/waphone/waphone
 WAPHONE_BUILD_TARGETS = cmd/waphone
 WAPHONE_DEPENDENCIES = opus alsa-lib
 # Opus without libopusfile; the pure-Go resolver avoids glibc NSS at run time.
-WAPHONE_TAGS = nolibopusfile netgo osusergo
+WAPHONE_TAGS = nolibopusfile netgo osusergo nodemo
 WAPHONE_LDFLAGS = -X main.version=$(WAPHONE_VERSION)
 # miniaudio links ALSA directly instead of dlopen()ing it.
 WAPHONE_GO_ENV = \
