@@ -202,6 +202,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	watchdog(ctx, notify, d.phone, log)
 	<-ctx.Done()
+	writeGoroutines(*memProfile, log)
 	log.Info("shutting down")
 	_ = notify.Stopping()
 	<-done

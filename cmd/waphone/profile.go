@@ -12,8 +12,8 @@ import (
 )
 
 // startProfiles starts a CPU profile into cpuFile and arranges a heap
-// profile into memFile (either "" for none); the returned stop writes
-// them. It is for measuring the daemon in a real call (docs/build.md).
+// profile into memFile and the goroutines into memFile.goroutines (either
+// "" for none); the returned stop writes them. It is for measuring the daemon in a real call (docs/build.md).
 func startProfiles(cpuFile, memFile string, log *slog.Logger) (stop func(), err error) {
 	var cpu *os.File
 	if cpuFile != "" {
@@ -47,6 +47,24 @@ func startProfiles(cpuFile, memFile string, log *slog.Logger) (stop func(), err 
 			log.Warn("writing the heap profile failed", "file", memFile, "err", err)
 		}
 	}, nil
+}
+
+// writeGoroutines writes what runs now (at the stop signal: a call, if
+// one is up) next to the heap profile, as memFile.goroutines.
+func writeGoroutines(memFile string, log *slog.Logger) {
+	if memFile == "" {
+		return
+	}
+	g, err := os.Create(memFile + ".goroutines")
+	if err == nil {
+		err = pprof.Lookup("goroutine").WriteTo(g, 1)
+		if cerr := g.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		log.Warn("writing the goroutines failed", "file", memFile+".goroutines", "err", err)
+	}
 }
 
 // applyRuntime sets the Go runtime's soft memory limit from [runtime],

@@ -214,6 +214,9 @@ level = %q
 	if p := os.Getenv("WAPHONE_BENCH_CPUPROFILE"); p != "" {
 		args = append(args, "-cpuprofile", p)
 	}
+	if p := os.Getenv("WAPHONE_BENCH_MEMPROFILE"); p != "" {
+		args = append(args, "-memprofile", p)
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -278,6 +281,12 @@ module_app account.so
 rtp_ports 26000-26999
 net_interface 127.0.0.1
 `, port, filepath.Join(dir, "cert.pem"))
+	if os.Getenv("WAPHONE_BENCH_OFFER") != "baresip" {
+		// Meta-like Opus: 20 kbps, in-band FEC (what Meta's fmtp asks
+		// for, less maxplaybackrate, which baresip cannot offer); both
+		// baresips use it, so the baresip answerer encodes the same way.
+		conf += "opus_bitrate 20000\nopus_inbandfec yes\n"
+	}
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(conf+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
