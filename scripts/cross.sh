@@ -56,11 +56,10 @@ if [ ! -f "$alsa/lib/libasound.a" ]; then
 	rm -rf "$build"
 fi
 
-# nethttpomithttp2: HTTP/1.1 serves the console, Graph and ACME; -500 KB.
 # miniaudio without the decoders, encoders, engine and node graph (unused).
 ma_lean="-DMA_NO_DECODING -DMA_NO_ENCODING -DMA_NO_GENERATION -DMA_NO_RESOURCE_MANAGER -DMA_NO_NODE_GRAPH -DMA_NO_ENGINE"
-board_tags=",nodemo,nethttpomithttp2"
-[ "${DEMO:-0}" = 1 ] && board_tags=",nethttpomithttp2"
+board_tags=",nodemo"
+[ "${DEMO:-0}" = 1 ] && board_tags=""
 
 version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}

@@ -23,6 +23,9 @@ import (
 	"github.com/waphone/waphone/sip"
 )
 
+// demoBuilt: this build has the demo (not built with -tags nodemo).
+const demoBuilt = true
+
 const (
 	demoBusiness = "+12145551869"
 	demoUser     = "+12195550714"

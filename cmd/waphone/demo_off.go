@@ -8,6 +8,9 @@ import (
 	"io"
 )
 
+// demoBuilt: this build has no demo.
+const demoBuilt = false
+
 // cmdDemo: board builds (scripts/cross.sh, the Buildroot package) leave
 // the demo, metasim and the test PKI out (the nodemo tag) to stay small.
 func cmdDemo(context.Context, []string, io.Writer, io.Writer) error {
