@@ -9,7 +9,7 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service check-board deb install test test-short lint demo interop bench fuzz deps clean
+.PHONY: bench-peers fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service check-board deb install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
@@ -65,6 +65,17 @@ fleet:
 
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./sip/ ./media/ ./audio/ ./phone/
+
+# waphone and baresip side by side as answerers for the same baresip caller
+# (TLS, SDES-SRTP, Opus; 20 s calls): CPU per call-second, idle and peak
+# RSS, setup time and their ratios, and the mouth-to-ear latency waphone's
+# media adds. Prints, never fails on a figure (only when it cannot measure).
+# Not part of `go test ./...` (tag benchpeers). BENCH_TALK=20s, RUNS=1.
+BENCH_TALK ?= 20s
+RUNS       ?= 1
+bench-peers: build
+	WAPHONE_BIN=$(CURDIR)/bin/waphone WAPHONE_BENCH_TALK=$(BENCH_TALK) \
+		$(GO) test -tags '$(TAGS) benchpeers' -count=$(RUNS) -timeout 30m -run 'TestBenchPeers|TestMouthToEar' -v ./internal/peerbench/
 
 fuzz:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzAnswer -fuzztime 60s ./media/

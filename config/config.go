@@ -45,6 +45,7 @@ type Config struct {
 	TLS     TLS     `toml:"tls"`
 	Log     Log     `toml:"log"`
 	Fleet   Fleet   `toml:"fleet"`
+	Runtime Runtime `toml:"runtime"`
 }
 
 // Fleet is the [fleet] table: this desk is one of many sharing the number
@@ -146,6 +147,17 @@ type Media struct {
 	STUN          string `toml:"stun"`
 	RTPPorts      string `toml:"rtp_ports"`
 	BindAddress   string `toml:"bind_address"`
+	// OpusComplexity is the encoder's complexity, 1-10; 0 = by CPU
+	// (media.DefaultOpusComplexity).
+	OpusComplexity int `toml:"opus_complexity"`
+}
+
+// Runtime is the [runtime] table: the Go runtime's knobs for small boards.
+type Runtime struct {
+	// MemoryLimitMiB is the Go runtime's soft memory limit
+	// (debug.SetMemoryLimit): the GC works harder near it instead of
+	// letting the heap double. 0 = none; GOMEMLIMIT, if set, wins.
+	MemoryLimitMiB int `toml:"memory_limit_mib"`
 }
 
 // Audio is the [audio] table.
@@ -221,6 +233,7 @@ func Default() Config {
 		TLS:     TLS{Challenge: "tls-alpn-01"},
 		Log:     Log{Level: "info"},
 		Fleet:   Fleet{RegisterExpires: Duration{120 * time.Second}},
+		Runtime: Runtime{MemoryLimitMiB: 24},
 	}
 }
 
@@ -419,6 +432,12 @@ func (c *Config) validate(name string, raw []byte) error {
 		}
 	}
 	c.validateFleet(bad)
+	if c.Media.OpusComplexity < 0 || c.Media.OpusComplexity > 10 {
+		bad("media", "opus_complexity", "%d: want 1 to 10, or 0 for the CPU's default", c.Media.OpusComplexity)
+	}
+	if c.Runtime.MemoryLimitMiB < 0 {
+		bad("runtime", "memory_limit_mib", "%d: want 0 (none) or more", c.Runtime.MemoryLimitMiB)
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

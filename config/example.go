@@ -45,6 +45,9 @@ stun = ""
 rtp_ports = "10000-10100"
 # Local address to bind RTP to. Empty = all.
 bind_address = ""
+# Opus encoder complexity, 1 (cheapest) to 10. 0 = by CPU: 3 on 32-bit ARM
+# (Pi Zero, Pi 1), 5 elsewhere. The encoder is most of a call's CPU.
+opus_complexity = 0
 
 [audio]
 # Capture: "default" or "device:NAME" (a sound card, matched by name), "tone:HZ", "wav:FILE" or "null".
@@ -172,5 +175,10 @@ device = ""
 register_expires = "120s"
 # Hunt order when the edge hunts instead of ringing all desks: 0 to 1, higher first. Empty = none.
 q = ""
+
+[runtime]
+# The Go runtime's soft memory limit in MiB: near it the garbage collector
+# works harder instead of letting the heap grow. 0 = none. GOMEMLIMIT wins.
+memory_limit_mib = 24
 `
 }

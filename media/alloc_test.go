@@ -28,7 +28,7 @@ func newFrameBench(tb testing.TB) *frameBench {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tx, err := newSender(&remoteDesc{opusPT: 111, dtmfPT: -1, opus: codecInfo{fmtp: "maxaveragebitrate=20000;maxplaybackrate=16000;useinbandfec=1"}}, 0)
+	tx, err := newSender(&remoteDesc{opusPT: 111, dtmfPT: -1, opus: codecInfo{fmtp: "maxaveragebitrate=20000;maxplaybackrate=16000;useinbandfec=1"}}, 0, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -184,12 +185,22 @@ func blockSNR(pcm []int16, hz float64) float64 {
 // sending, unprotecting, buffering and decoding (capture and playback are
 // in-memory). Run with -benchtime 1x; it reports cpu-ms per call-second.
 func BenchmarkCallSecondCPU(b *testing.B) {
+	// c0 is the default (DefaultOpusComplexity); the others show what the
+	// encoder's complexity is worth.
+	for _, c := range []int{0, 10, 3} {
+		b.Run(fmt.Sprintf("c%d", c), func(b *testing.B) { callSecondCPU(b, c) })
+	}
+}
+
+func callSecondCPU(b *testing.B, complexity int) {
 	for i := 0; i < b.N; i++ {
-		a, offer, err := Offer(Config{KeyExchange: "sdes", BindIP: testConfig().BindIP, Logger: quietLogger()})
+		cfg := testConfig()
+		cfg.OpusComplexity = complexity
+		a, offer, err := Offer(Config{KeyExchange: "sdes", BindIP: cfg.BindIP, Logger: quietLogger(), OpusComplexity: complexity})
 		if err != nil {
 			b.Fatal(err)
 		}
-		bb, answer, err := Answer(testConfig(), offer)
+		bb, answer, err := Answer(cfg, offer)
 		if err != nil {
 			b.Fatal(err)
 		}

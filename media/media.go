@@ -65,6 +65,9 @@ type Config struct {
 	Logger *slog.Logger
 	// STUN is a host:port for server-reflexive ICE candidates (DTLS mode); "" = none.
 	STUN string
+	// OpusComplexity is the encoder's complexity, 1 (cheapest) to 10;
+	// 0 means DefaultOpusComplexity for this CPU.
+	OpusComplexity int
 }
 
 // NegotiationError carries the SIP status the signaling layer should answer

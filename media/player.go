@@ -1,7 +1,6 @@
 package media
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -93,62 +92,52 @@ func (p *player) plc() {
 	p.pend += n
 }
 
-// playLoop gives sink one frame every 20 ms from the peer's first packet
-// on, and ends the session when the peer stays silent too long.
-func (s *Session) playLoop(ctx, parent context.Context, sink Sink, p *player) {
-	defer s.wg.Done()
-	t := time.NewTicker(frameDur)
-	defer t.Stop()
-	var sinkErrs uint64
-	for {
-		select {
-		case <-ctx.Done():
-			s.stop(parent.Err())
-			return
-		case <-t.C:
-		}
-		s.playBeat.Store(time.Now().UnixNano())
-		heard, timedOut := s.mediaState()
-		if timedOut {
-			s.stop(ErrNoMedia)
-			return
-		}
-		if !heard {
-			continue // nothing to play until the peer's first packet
-		}
-		s.q.mu.Lock()
-		jit := s.q.jitter * 1000 / SampleRate
-		s.q.mu.Unlock()
-		s.rx.mu.Lock()
-		s.rx.jb.setTarget(jit)
-		s.rx.mu.Unlock()
-		frame, c, f := p.next(&s.rx.jb, &s.rx.mu)
-		if c > 0 {
-			s.concealed.Add(uint64(c))
-			s.fec.Add(uint64(f))
-		}
-		if sink == nil {
-			continue
-		}
-		if err := sink.WriteFrame(frame); err != nil {
-			if sinkErrs++; logEvery(sinkErrs) {
-				s.log.Warn("audio sink failed", "err", err, "count", sinkErrs)
-			}
+// playTick gives sink this tick's frame from the peer's first packet on
+// (the send loop calls it right after sending: one timer wake-up per 20 ms
+// serves both directions). It returns ErrNoMedia when the peer stayed
+// silent too long.
+func (s *Session) playTick(now time.Time, sink Sink, p *player, sinkErrs *uint64) error {
+	s.playBeat.Store(now.UnixNano())
+	heard, timedOut := s.mediaState(now)
+	if timedOut {
+		return ErrNoMedia
+	}
+	if !heard {
+		return nil // nothing to play until the peer's first packet
+	}
+	s.q.mu.Lock()
+	jit := s.q.jitter * 1000 / SampleRate
+	s.q.mu.Unlock()
+	s.rx.mu.Lock()
+	s.rx.jb.setTarget(jit)
+	s.rx.mu.Unlock()
+	frame, c, f := p.next(&s.rx.jb, &s.rx.mu)
+	if c > 0 {
+		s.concealed.Add(uint64(c))
+		s.fec.Add(uint64(f))
+	}
+	if sink == nil {
+		return nil
+	}
+	if err := sink.WriteFrame(frame); err != nil {
+		if *sinkErrs++; logEvery(*sinkErrs) {
+			s.log.Warn("audio sink failed", "err", err, "count", *sinkErrs)
 		}
 	}
+	return nil
 }
 
 // mediaState tells whether the peer was heard at all, and whether it has
 // been silent for longer than the no-media limit: min(20 s, NoMediaTimeout)
 // before its first packet, NoMediaTimeout after. Silence before Start does
 // not count (a DTLS peer may send while the phone still rings).
-func (s *Session) mediaState() (heard, timedOut bool) {
+func (s *Session) mediaState(now time.Time) (heard, timedOut bool) {
 	idle, heard := s.rx.idle()
 	timeout := s.cfg.noMediaTimeout()
 	if timeout <= 0 {
 		return heard, false
 	}
-	running := time.Since(s.startedAt)
+	running := now.Sub(s.startedAt)
 	if !heard {
 		return false, running > min(timeout, startNoMediaLimit)
 	}

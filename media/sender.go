@@ -36,8 +36,8 @@ type sender struct {
 
 // newSender builds the send path for the peer's description; ssrc 0 picks
 // a random one.
-func newSender(rd *remoteDesc, ssrc uint32) (*sender, error) {
-	enc, err := newEncoder(parseOpusFmtp(rd.opus.fmtp))
+func newSender(rd *remoteDesc, ssrc uint32, complexity int) (*sender, error) {
+	enc, err := newEncoder(parseOpusFmtp(rd.opus.fmtp), complexity)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +58,9 @@ func newSender(rd *remoteDesc, ssrc uint32) (*sender, error) {
 	return tx, nil
 }
 
-// newEncoder applies the peer's fmtp limits (RFC 7587 §6.1).
-func newEncoder(p opusParams) (*opus.Encoder, error) {
+// newEncoder applies the peer's fmtp limits (RFC 7587 §6.1) and our
+// complexity (1-10; 0 = DefaultOpusComplexity).
+func newEncoder(p opusParams, complexity int) (*opus.Encoder, error) {
 	enc, err := opus.NewEncoder(SampleRate, 1, opus.AppVoIP)
 	if err != nil {
 		return nil, fmt.Errorf("media: opus encoder: %w", err)
@@ -75,6 +76,10 @@ func newEncoder(p opusParams) (*opus.Encoder, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 		}
 	}
+	if complexity <= 0 {
+		complexity = DefaultOpusComplexity()
+	}
+	check("complexity", enc.SetComplexity(min(complexity, 10)))
 	check("bitrate", enc.SetBitrate(br))
 	check("max bandwidth", enc.SetMaxBandwidth(maxBandwidth(p.maxPlaybackRate)))
 	check("dtx", enc.SetDTX(false)) // Meta hangs up on silent gaps; mute sends coded silence
@@ -127,9 +132,12 @@ func (t *sender) frame(pcm []int16) ([]byte, error) {
 }
 
 // sendLoop sends one packet every 20 ms until ctx ends, and our RTCP
-// report on its own schedule.
-func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) {
+// report on its own schedule; each tick then plays a frame (playTick).
+// One goroutine and one timer for both directions: on a small board a
+// wake-up (timer, futex, scheduler) costs about what a decode does.
+func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, sink Sink, p *player) {
 	defer s.wg.Done()
+	var sinkErrs uint64
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	next := time.Now()
@@ -155,6 +163,10 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender) 
 			if tx.sendErrs++; logEvery(tx.sendErrs) {
 				s.log.Warn("rtp send failed", "to", s.tr.remoteAddr(), "err", err, "count", tx.sendErrs)
 			}
+		}
+		if err := s.playTick(now, sink, p, &sinkErrs); err != nil {
+			s.stop(err)
+			return
 		}
 		next = tx.pace(next.Add(frameDur))
 		timer.Reset(time.Until(next))

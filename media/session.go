@@ -26,8 +26,8 @@ const (
 //
 // Its parts, each with one job: the transport (chosen by negotiation),
 // the send loop (sender.go, dtmf.go), the receiver that transports hand
-// packets to (receiver.go, jitter.go), the play loop (player.go) and the
-// quality figures (rtcp.go).
+// packets to (receiver.go, jitter.go), the play tick the send loop runs
+// after each packet (player.go) and the quality figures (rtcp.go).
 type Session struct {
 	cfg   Config
 	log   *slog.Logger
@@ -56,7 +56,7 @@ type Session struct {
 	sendBeat, playBeat atomic.Int64
 	concealed, fec     atomic.Uint64 // frames the player concealed; of those, rebuilt from FEC
 
-	wg   sync.WaitGroup // the send and play loops
+	wg   sync.WaitGroup // the send loop (which also plays)
 	done chan struct{}
 }
 
@@ -201,7 +201,7 @@ func (s *Session) Start(ctx context.Context, src Source, sink Sink) error {
 	}
 	// Our reports must name the SSRC our packets carry, or the peer's
 	// reception blocks never match us: no RTT, no remote loss for the encoder.
-	tx, err := newSender(s.remote, s.tr.ssrc())
+	tx, err := newSender(s.remote, s.tr.ssrc(), s.cfg.OpusComplexity)
 	if err != nil {
 		return err
 	}
@@ -216,9 +216,8 @@ func (s *Session) Start(ctx context.Context, src Source, sink Sink) error {
 	}
 	s.q.setOurSSRC(tx.ssrc)
 	s.cancel, s.started, s.startedAt = cancel, true, time.Now()
-	s.wg.Add(2)
-	go s.sendLoop(runCtx, ctx, src, tx)
-	go s.playLoop(runCtx, ctx, sink, &player{dec: dec, lastN: FrameSamples})
+	s.wg.Add(1)
+	go s.sendLoop(runCtx, ctx, src, tx, sink, &player{dec: dec, lastN: FrameSamples})
 	s.log.Info("media started", "remote", s.tr.remoteAddr(), "codec", s.codec)
 	return nil
 }

@@ -4,7 +4,8 @@
 # Output: bin/<arch>/waphone. Toolchains and libopus come from Debian's
 # multiarch packages; Debian ships no static libasound, so alsa-lib is built
 # static from Debian's own source package into .cache/alsa-<arch> once.
-# The recipe is explained in docs/build.md.
+# The recipe is explained in docs/build.md. Board builds leave the demo,
+# metasim and the test PKI out (tag nodemo); DEMO=1 keeps them (smoke-arm).
 set -eu
 arch=${1:?usage: scripts/cross.sh arm64|armv7|armv6}
 cd "$(dirname "$0")/.."
@@ -55,15 +56,20 @@ if [ ! -f "$alsa/lib/libasound.a" ]; then
 	rm -rf "$build"
 fi
 
+# miniaudio without the decoders, encoders, engine and node graph (unused).
+ma_lean="-DMA_NO_DECODING -DMA_NO_ENCODING -DMA_NO_GENERATION -DMA_NO_RESOURCE_MANAGER -DMA_NO_NODE_GRAPH -DMA_NO_ENGINE"
+board_tags=",nodemo"
+[ "${DEMO:-0}" = 1 ] && board_tags=""
+
 version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 mkdir -p "bin/$arch"
 CGO_ENABLED=1 GOOS=linux GOARCH=$goarch GOARM=$goarm CC=$triple-gcc \
 	PKG_CONFIG_LIBDIR=/usr/lib/$triple/pkgconfig:/usr/share/pkgconfig \
-	CGO_CFLAGS="-O2 -DMA_NO_RUNTIME_LINKING -DMA_NO_PULSEAUDIO -DMA_NO_JACK $extra_cflags -I$alsa/include" \
+	CGO_CFLAGS="-O2 -DMA_NO_RUNTIME_LINKING -DMA_NO_PULSEAUDIO -DMA_NO_JACK $ma_lean $extra_cflags -I$alsa/include" \
 	CGO_LDFLAGS="-L$alsa/lib -lasound -ldl -lm -lpthread" \
-	go build -trimpath -tags "nolibopusfile,netgo,osusergo$extra_tags" \
-	-ldflags "-s -w -X main.version=$version -X main.commit=$commit -extldflags '-static'" \
+	go build -trimpath -tags "nolibopusfile,netgo,osusergo$board_tags$extra_tags" \
+	-ldflags "-s -w -X main.version=$version -X main.commit=$commit -extldflags '-static -lm'" \
 	-o "bin/$arch/waphone" ./cmd/waphone 2>&1 |
 	grep -v 'statically linked applications requires at runtime\|in statically linked\|libasound.a(\|^# github.com' || true
 test -x "bin/$arch/waphone"

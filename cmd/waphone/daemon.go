@@ -117,7 +117,7 @@ type daemonOptions struct {
 }
 
 func mediaConfig(cfg config.Config, log *slog.Logger) (media.Config, error) {
-	mc := media.Config{KeyExchange: cfg.Media.KeyExchange, STUN: cfg.Media.STUN, Logger: log}
+	mc := media.Config{KeyExchange: cfg.Media.KeyExchange, STUN: cfg.Media.STUN, OpusComplexity: cfg.Media.OpusComplexity, Logger: log}
 	var err error
 	if mc.PortMin, mc.PortMax, err = cfg.Media.PortRange(); err != nil {
 		return mc, fmt.Errorf("media.rtp_ports %w", err)

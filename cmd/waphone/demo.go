@@ -1,3 +1,5 @@
+//go:build !nodemo
+
 package main
 
 import (
@@ -20,6 +22,9 @@ import (
 	"github.com/waphone/waphone/phone"
 	"github.com/waphone/waphone/sip"
 )
+
+// demoBuilt: this build has the demo (not built with -tags nodemo).
+const demoBuilt = true
 
 const (
 	demoBusiness = "+12145551869"

@@ -18,7 +18,7 @@ type command struct {
 
 // commands names every subcommand (the names are a contract with scripts).
 var commands = map[string]command{
-	"run":            {"-config FILE", "run the phone (the daemon)", "Run the phone: the SIP server Meta calls, the headset, the button and LED, the control socket, and the surfaces that are configured (console, metrics, MQTT, webhooks). SIGHUP reloads the config; SIGTERM/Ctrl-C stops."},
+	"run":            {"-config FILE [-cpuprofile FILE] [-memprofile FILE]", "run the phone (the daemon)", "Run the phone: the SIP server Meta calls, the headset, the button and LED, the control socket, and the surfaces that are configured (console, metrics, MQTT, webhooks). SIGHUP reloads the config; SIGTERM/Ctrl-C stops."},
 	"demo":           {"[-talk 2s]", "demo calls against the built-in Meta emulator", "Four demo calls against the built-in Meta emulator on loopback (each direction, SDES and DTLS-SRTP), a tone each way, checked on the far side. Nothing leaves the machine."},
 	"call":           {"[-config FILE] +NUMBER|BSUID", "call a WhatsApp user", "Call a WhatsApp user, by phone number or by business-scoped user ID. Through the running daemon when there is one (progress is printed; Ctrl-C cancels), otherwise from this process until the call ends."},
 	"permission":     {"[-config FILE] [--request [-text T | -template NAME -lang CODE]] +NUMBER|BSUID", "may we call this user now; ask them", "Show whether the business may call this WhatsApp user now (Meta's call permissions), or ask the user for permission."},

@@ -122,6 +122,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	trace := fs.Bool("sip-trace", false, "log every SIP message sent and received, secrets masked (as [log] sip_trace)")
 	path := fs.String("config", defaultConfig, "config file (TOML)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write a heap profile to this file at shutdown")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
@@ -137,6 +139,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if *trace || cfg.Log.SIPTrace {
 		traceSIP(log)
 	}
+	applyRuntime(cfg.Runtime, log)
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile, log)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	getCert, err := certSource(ctx, cfg, log)
 	if err != nil {
 		return configError{err}
@@ -182,6 +190,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	watchdog(ctx, notify, d.phone, log)
 	<-ctx.Done()
+	writeGoroutines(*memProfile, log)
 	log.Info("shutting down")
 	_ = notify.Stopping()
 	<-done

@@ -35,6 +35,9 @@ func TestVersionAndUsage(t *testing.T) {
 
 // TestDemo runs `waphone demo` in-process: a call each way against metasim.
 func TestDemo(t *testing.T) {
+	if !demoBuilt {
+		t.Skip("built with -tags nodemo")
+	}
 	var out, errb bytes.Buffer
 	code := run([]string{"demo", "-talk", "1s"}, &out, &errb)
 	if code != 0 || !strings.Contains(out.String(), "demo ok") {

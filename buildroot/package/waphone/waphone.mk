@@ -13,11 +13,14 @@ WAPHONE_GOMOD = github.com/waphone/waphone
 WAPHONE_BUILD_TARGETS = cmd/waphone
 WAPHONE_DEPENDENCIES = opus alsa-lib
 # Opus without libopusfile; the pure-Go resolver avoids glibc NSS at run time.
-WAPHONE_TAGS = nolibopusfile netgo osusergo
+# nodemo: no demo, metasim or test PKI on the board (docs/build.md, "Size").
+WAPHONE_TAGS = nolibopusfile netgo osusergo nodemo
+WAPHONE_MA_LEAN = -DMA_NO_DECODING -DMA_NO_ENCODING -DMA_NO_GENERATION -DMA_NO_RESOURCE_MANAGER -DMA_NO_NODE_GRAPH -DMA_NO_ENGINE
 WAPHONE_LDFLAGS = -X main.version=$(WAPHONE_VERSION)
-# miniaudio links ALSA directly instead of dlopen()ing it.
+# miniaudio links ALSA directly instead of dlopen()ing it, and leaves out
+# the decoders, encoders, engine and node graph we do not use.
 WAPHONE_GO_ENV = \
-	CGO_CFLAGS="$(TARGET_CFLAGS) -DMA_NO_RUNTIME_LINKING -DMA_NO_PULSEAUDIO -DMA_NO_JACK" \
+	CGO_CFLAGS="$(TARGET_CFLAGS) -DMA_NO_RUNTIME_LINKING -DMA_NO_PULSEAUDIO -DMA_NO_JACK $(WAPHONE_MA_LEAN)" \
 	CGO_LDFLAGS="$(TARGET_LDFLAGS) -lasound -ldl -lm -lpthread"
 
 define WAPHONE_INSTALL_INIT_SYSTEMD
