@@ -119,7 +119,14 @@ func (s *Store) appendLine(path string, b []byte) error {
 // Read returns the records that started at or after since (zero = all),
 // and how many unreadable (torn) lines were skipped.
 func (s *Store) Read(since time.Time) ([]Record, int, error) {
-	f, err := os.Open(s.path)
+	return readFile(s.path, func(r Record) bool { return true }, func(r Record) bool { return !r.Start.Before(since) })
+}
+
+// readFile reads a JSON-lines file: lines that do not decode, or that ok
+// refuses, count as torn (a power cut mid-write); keep selects. A missing
+// file is no lines.
+func readFile[T any](path string, ok, keep func(T) bool) ([]T, int, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, 0, nil
 	}
@@ -127,11 +134,11 @@ func (s *Store) Read(since time.Time) ([]Record, int, error) {
 		return nil, 0, fmt.Errorf("history: %w", err)
 	}
 	defer f.Close()
-	return read(f, since)
+	return readLines(f, ok, keep)
 }
 
-func read(r io.Reader, since time.Time) ([]Record, int, error) {
-	var out []Record
+func readLines[T any](r io.Reader, ok, keep func(T) bool) ([]T, int, error) {
+	var out []T
 	bad := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
@@ -140,13 +147,13 @@ func read(r io.Reader, since time.Time) ([]Record, int, error) {
 		if len(line) == 0 {
 			continue
 		}
-		var rec Record
-		if err := json.Unmarshal(line, &rec); err != nil {
+		var v T
+		if err := json.Unmarshal(line, &v); err != nil || !ok(v) {
 			bad++
 			continue
 		}
-		if !rec.Start.Before(since) {
-			out = append(out, rec)
+		if keep(v) {
+			out = append(out, v)
 		}
 	}
 	if err := sc.Err(); err != nil {

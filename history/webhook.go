@@ -1,12 +1,9 @@
 package history
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -46,40 +43,8 @@ func (s *Store) AppendWebhook(e WebhookEvent) error {
 // ReadWebhooks returns the webhook events received at or after since
 // (zero = all) and how many torn lines were skipped.
 func (s *Store) ReadWebhooks(since time.Time) ([]WebhookEvent, int, error) {
-	f, err := os.Open(s.webhookPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("history: %w", err)
-	}
-	defer f.Close()
-	return readWebhooks(f, since)
-}
-
-func readWebhooks(r io.Reader, since time.Time) ([]WebhookEvent, int, error) {
-	var out []WebhookEvent
-	bad := 0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 {
-			continue
-		}
-		var e WebhookEvent
-		if err := json.Unmarshal(line, &e); err != nil || e.WACID == "" {
-			bad++
-			continue
-		}
-		if !e.Received.Before(since) {
-			out = append(out, e)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return out, bad, fmt.Errorf("history: %w", err)
-	}
-	return out, bad, nil
+	return readFile(s.webhookPath(), func(e WebhookEvent) bool { return e.WACID != "" },
+		func(e WebhookEvent) bool { return !e.Received.Before(since) })
 }
 
 // NormalizeWACID is the WACID without a Call-ID's "outgoing:" prefix, so
