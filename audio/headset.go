@@ -373,12 +373,16 @@ func (h *Headset) Sink() Sink {
 
 type headsetSource struct{ h *Headset }
 
-func (s headsetSource) ReadFrame(pcm []int16) error { s.h.capt.Read(pcm); return nil }
+func (s headsetSource) ReadFrame(pcm []int16) error { s.h.capt.ReadLive(pcm); return nil }
 func (s headsetSource) Close() error                { return nil }
+
+// CapturedAt is when the device last delivered audio: the media loop reads
+// its frames just after (media.TimedSource).
+func (s headsetSource) CapturedAt() time.Time { return s.h.capt.LastWrite() }
 
 type headsetSink struct{ h *Headset }
 
-func (s headsetSink) WriteFrame(pcm []int16) error { s.h.play.Write(pcm); return nil }
+func (s headsetSink) WriteFrame(pcm []int16) error { s.h.play.WriteLive(pcm); return nil }
 func (s headsetSink) Close() error                 { return nil }
 
 // Close stops the device and the watcher.

@@ -5,7 +5,7 @@ package media
 // drive it packet by packet.
 //
 // Policy:
-//   - (re)buffer until the target depth is queued (2-6 packets, adapted to
+//   - (re)buffer until the target depth is queued (1-6 packets, adapted to
 //     the measured interarrival jitter), then play one per pop;
 //   - a missing packet with later ones queued is lost: the caller conceals it,
 //     with FEC from the following packet when that one is already here;
@@ -13,13 +13,13 @@ package media
 //     for jbTarget packets again, then resumes at the oldest queued packet
 //     (absorbs delay spikes; the frames in between were concealed already);
 //   - latency is trimmed by dropping the oldest packet when the queue stays
-//     above jbTarget+1 for jbTrimAfter pops, or down to jbTarget+1 at once
-//     above jbMaxDepth;
+//     above the target for jbTrimAfter pops (a stall, or the sender's clock
+//     running fast), or down to target+1 at once above jbMaxDepth;
 //   - duplicates and packets behind the playout point are dropped; jumps
 //     beyond the ring (sender restart) resynchronise.
 const (
 	jbSize      = 32 // ring slots: 640 ms of 20 ms frames
-	jbTarget    = 2  // 40 ms buffered before playout starts
+	jbTarget    = 1  // 20 ms buffered before playout starts, at low jitter
 	jbMaxDepth  = 8  // 160 ms: drop oldest above this at once
 	jbTrimAfter = 25 // 500 ms of surplus before dropping one packet
 	maxPayload  = 1500
@@ -57,15 +57,21 @@ type jitterBuffer struct {
 	next      uint16 // sequence number of the next slot to play
 	count     int
 	buffering bool
-	surplus   int // consecutive pops with count > target+1
+	surplus   int // consecutive pops with count > target
 	dropped   uint64
+	underruns uint64 // pops that found nothing while playing: a packet came after its tick
 	target    int // packets buffered before playout; adapts to jitter (0 = jbTarget)
 }
 
 // setTarget adapts the playout depth to the measured interarrival jitter:
-// about two jitters plus a margin, between 40 and 120 ms.
+// about two jitters plus a margin, between 20 and 120 ms. On a LAN or
+// loopback (jitter under 5 ms) that is one packet: the tick's own phase
+// against arrivals already gives up to 20 ms of slack.
 func (j *jitterBuffer) setTarget(jitterMs float64) {
 	t := int((2*jitterMs + 10 + 19) / 20)
+	if jitterMs >= 2 {
+		t = max(t, 2) // a spread that crosses a tick now and then
+	}
 	j.target = max(jbTarget, min(t, 6))
 }
 
@@ -162,6 +168,20 @@ func (j *jitterBuffer) lowest() uint16 {
 	return best
 }
 
+// ready reports whether pop would now give a packet, not a gap or nothing:
+// the packet due is here (while playing), or the target depth is (while
+// buffering).
+func (j *jitterBuffer) ready() bool {
+	if !j.init || j.count == 0 {
+		return false
+	}
+	if j.buffering {
+		return j.count >= j.tgt()
+	}
+	s := &j.slots[j.next%jbSize]
+	return s.valid && s.seq == j.next
+}
+
 // pop returns what to play for the next 20 ms (one packet's worth). out must
 // hold maxPayload bytes; n is the payload length copied into it.
 func (j *jitterBuffer) pop(out []byte) (kind popKind, n int) {
@@ -169,6 +189,9 @@ func (j *jitterBuffer) pop(out []byte) (kind popKind, n int) {
 		return popEmpty, 0
 	}
 	if j.count == 0 {
+		if !j.buffering {
+			j.underruns++
+		}
 		j.buffering, j.surplus = true, 0
 		return popEmpty, 0
 	}
@@ -180,7 +203,7 @@ func (j *jitterBuffer) pop(out []byte) (kind popKind, n int) {
 		j.buffering = false
 		j.next = j.lowest()
 	}
-	if j.count > j.tgt()+1 {
+	if j.count > j.tgt() {
 		j.surplus++
 	} else {
 		j.surplus = 0

@@ -47,6 +47,7 @@ func eq(t *testing.T, got []string, want ...string) {
 
 func TestJitterInOrder(t *testing.T) {
 	var j jitterBuffer
+	j.setTarget(5) // 2 packets
 	eq(t, pops(&j, 1), "empty(-1)")
 	push(&j, 100)
 	eq(t, pops(&j, 1), "empty(-1)") // buffering to jbTarget
@@ -128,6 +129,7 @@ func TestJitterSeqWrap(t *testing.T) {
 
 func TestJitterUnderrunRebuffers(t *testing.T) {
 	var j jitterBuffer
+	j.setTarget(5) // 2 packets
 	push(&j, 1)
 	push(&j, 2)
 	eq(t, pops(&j, 3), "frame(1)", "frame(2)", "empty(-1)")
@@ -246,10 +248,37 @@ func TestJitterBufferTargetAdapts(t *testing.T) {
 	for _, c := range []struct {
 		jitterMs float64
 		want     int
-	}{{0, 2}, {5, 2}, {20, 3}, {40, 5}, {200, 6}} {
+	}{{0, 1}, {1.5, 1}, {2, 2}, {5, 2}, {20, 3}, {40, 5}, {200, 6}} {
 		j.setTarget(c.jitterMs)
 		if j.tgt() != c.want {
 			t.Errorf("jitter %v ms: target %d, want %d", c.jitterMs, j.tgt(), c.want)
 		}
+	}
+}
+
+// At low jitter one packet is buffered: it plays at the first tick after it
+// arrives, and a stall that queued more is trimmed back to one.
+func TestJitterLowJitterPlaysAtOnce(t *testing.T) {
+	var j jitterBuffer
+	j.setTarget(0.5)
+	push(&j, 100)
+	eq(t, pops(&j, 1), "frame(100)")
+	push(&j, 101)
+	eq(t, pops(&j, 2), "frame(101)", "empty(-1)")
+	// A 60 ms stall of our tick: three packets queue, then one arrives per tick.
+	push(&j, 102)
+	push(&j, 103)
+	push(&j, 104)
+	seq := uint16(105)
+	for range 2 * jbTrimAfter {
+		pop(&j)
+		push(&j, seq)
+		seq++
+	}
+	if j.count > j.tgt() {
+		t.Fatalf("%d packets queued after the stall, want %d", j.count, j.tgt())
+	}
+	if j.dropped == 0 {
+		t.Fatal("the stall's surplus was never trimmed")
 	}
 }

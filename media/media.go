@@ -103,6 +103,7 @@ type Stats struct {
 	// peer's reports, the loss the peer reports for our stream, concealed
 	// audio, and an E-model MOS estimate (1-4.5).
 	JitterMs    float64
+	BufferMs    int // the jitter buffer's playout depth now (20 ms a packet, adapted to JitterMs)
 	RTTMs       float64
 	LossPercent float64
 	ConcealedMs uint64

@@ -27,6 +27,74 @@ type player struct {
 	out     [FrameSamples]int16
 }
 
+// playout plays one frame per 20 ms interval, at whichever comes first:
+// the arrival of the packet due (the receiver's goroutine, already awake
+// for it), or the interval's end (the send loop's tick, which conceals
+// what did not come). Playing on arrival, a packet waits for nobody's
+// clock: tied to our tick it would wait 0-20 ms, set by how the peer's
+// clock happens to fall against ours, for the whole call. The tick's own
+// phase stays ours, so two ends never chase each other.
+type playout struct {
+	mu       sync.Mutex // before receiver.mu
+	s        *Session
+	p        *player
+	sink     Sink
+	sinkErrs uint64
+	played   bool // this interval has had its frame
+	closed   bool // the session stopped: the sink is its owner's again
+}
+
+// arrived plays the interval's frame if the packet due is here and the
+// interval has not had one.
+func (po *playout) arrived(r *receiver) {
+	po.mu.Lock()
+	defer po.mu.Unlock()
+	if po.played || po.closed {
+		return
+	}
+	r.mu.Lock()
+	ready := r.jb.ready()
+	r.mu.Unlock()
+	if ready {
+		po.play()
+	}
+}
+
+// tick ends an interval: its frame is played now if no packet came in
+// time (concealed, or silence), and the next interval begins.
+func (po *playout) tick() {
+	po.mu.Lock()
+	defer po.mu.Unlock()
+	if !po.played && !po.closed {
+		po.play()
+	}
+	po.played = false
+}
+
+func (po *playout) play() {
+	s := po.s
+	frame, c, f := po.p.next(&s.rx.jb, &s.rx.mu)
+	po.played = true
+	if c > 0 {
+		s.concealed.Add(uint64(c))
+		s.fec.Add(uint64(f))
+	}
+	if po.sink == nil {
+		return
+	}
+	if err := po.sink.WriteFrame(frame); err != nil {
+		if po.sinkErrs++; logEvery(po.sinkErrs) {
+			s.log.Warn("audio sink failed", "err", err, "count", po.sinkErrs)
+		}
+	}
+}
+
+func (po *playout) close() {
+	po.mu.Lock()
+	po.closed = true
+	po.mu.Unlock()
+}
+
 // next produces the next frame; it returns how many packets' worth of audio
 // were concealed, and how many of those came from FEC.
 func (p *player) next(jb *jitterBuffer, mu *sync.Mutex) (frame []int16, concealed, fec int) {
@@ -92,11 +160,11 @@ func (p *player) plc() {
 	p.pend += n
 }
 
-// playTick gives sink this tick's frame from the peer's first packet on
-// (the send loop calls it right after sending: one timer wake-up per 20 ms
-// serves both directions). It returns ErrNoMedia when the peer stayed
+// playTick ends this tick's play interval, from the peer's first packet
+// on (the send loop calls it right after sending: one timer wake-up per 20
+// ms serves both directions). It returns ErrNoMedia when the peer stayed
 // silent too long.
-func (s *Session) playTick(now time.Time, sink Sink, p *player, sinkErrs *uint64) error {
+func (s *Session) playTick(now time.Time, po *playout) error {
 	s.playBeat.Store(now.UnixNano())
 	heard, timedOut := s.mediaState(now)
 	if timedOut {
@@ -111,19 +179,7 @@ func (s *Session) playTick(now time.Time, sink Sink, p *player, sinkErrs *uint64
 	s.rx.mu.Lock()
 	s.rx.jb.setTarget(jit)
 	s.rx.mu.Unlock()
-	frame, c, f := p.next(&s.rx.jb, &s.rx.mu)
-	if c > 0 {
-		s.concealed.Add(uint64(c))
-		s.fec.Add(uint64(f))
-	}
-	if sink == nil {
-		return nil
-	}
-	if err := sink.WriteFrame(frame); err != nil {
-		if *sinkErrs++; logEvery(*sinkErrs) {
-			s.log.Warn("audio sink failed", "err", err, "count", *sinkErrs)
-		}
-	}
+	po.tick()
 	return nil
 }
 

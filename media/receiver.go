@@ -22,6 +22,7 @@ type receiver struct {
 	q      *quality
 	epoch  time.Time                    // lastRecv counts from here
 	pts    atomic.Pointer[payloadTypes] // set by negotiation; nil before
+	out    atomic.Pointer[playout]      // set by Start: plays what arrives in time
 
 	lastRecv  atomic.Int64 // time.Since(epoch)+1 of the last authenticated packet, 0 = none
 	firstRecv atomic.Pointer[time.Time]
@@ -107,6 +108,9 @@ func (r *receiver) audio(st *rtpStream, h *rtp.Header, payload []byte) {
 	res := r.jb.push(h.SequenceNumber, payload)
 	r.mu.Unlock()
 	st.lastSSRC, st.haveSSRC = h.SSRC, true
+	if po := r.out.Load(); po != nil && res == pushOK {
+		po.arrived(r)
+	}
 	switch res {
 	case pushDuplicate:
 		r.dups.Add(1)
@@ -197,6 +201,7 @@ func (r *receiver) stats(st *Stats) {
 	}
 	r.mu.Lock()
 	st.PacketsLost = r.seq.lost()
+	st.BufferMs = r.jb.tgt() * 20
 	r.mu.Unlock()
 	st.PacketsReceived, st.RTCPReceived = r.recv.Load(), r.rtcpRecv.Load()
 	st.AuthFailures = r.authFail.Load() + r.malformed.Load()

@@ -135,13 +135,15 @@ func (t *sender) frame(pcm []int16) ([]byte, error) {
 // report on its own schedule; each tick then plays a frame (playTick).
 // One goroutine and one timer for both directions: on a small board a
 // wake-up (timer, futex, scheduler) costs about what a decode does.
-func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, sink Sink, p *player) {
+func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, po *playout) {
 	defer s.wg.Done()
-	var sinkErrs uint64
+	defer po.close()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	next := time.Now()
 	var dtmf dtmfState
+	var lock phaseLock
+	timed, _ := src.(TimedSource)
 	nextRTCP := next.Add(rtcpFirst)
 	for {
 		now := time.Now()
@@ -164,11 +166,15 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, 
 				s.log.Warn("rtp send failed", "to", s.tr.remoteAddr(), "err", err, "count", tx.sendErrs)
 			}
 		}
-		if err := s.playTick(now, sink, p, &sinkErrs); err != nil {
+		if err := s.playTick(now, po); err != nil {
 			s.stop(err)
 			return
 		}
-		next = tx.pace(next.Add(frameDur))
+		var move time.Duration
+		if timed != nil {
+			move = lock.observe(now.Sub(timed.CapturedAt()))
+		}
+		next = tx.pace(next.Add(frameDur + move))
 		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
@@ -185,13 +191,16 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, 
 // source fails. The source is read either way, to keep it drained.
 func (s *Session) nextPacket(tx *sender, src Source, dtmf *dtmfState) ([]byte, error) {
 	pcm := tx.pcm[:]
-	if s.muted.Load() || src == nil {
+	if src == nil {
 		clear(pcm)
 	} else if err := src.ReadFrame(pcm); err != nil {
 		clear(pcm)
 		if tx.srcErrs++; logEvery(tx.srcErrs) {
 			s.log.Warn("audio source failed, sending silence", "err", err, "count", tx.srcErrs)
 		}
+	}
+	if s.muted.Load() {
+		clear(pcm) // read anyway: a backlog left in the capture ring would be latency after unmute
 	}
 	if ev := s.nextDTMF(tx, dtmf); ev != nil {
 		tx.ts += FrameSamples

@@ -217,7 +217,9 @@ func (s *Session) Start(ctx context.Context, src Source, sink Sink) error {
 	s.q.setOurSSRC(tx.ssrc)
 	s.cancel, s.started, s.startedAt = cancel, true, time.Now()
 	s.wg.Add(1)
-	go s.sendLoop(runCtx, ctx, src, tx, sink, &player{dec: dec, lastN: FrameSamples})
+	po := &playout{s: s, p: &player{dec: dec, lastN: FrameSamples}, sink: sink}
+	s.rx.out.Store(po)
+	go s.sendLoop(runCtx, ctx, src, tx, po)
 	s.log.Info("media started", "remote", s.tr.remoteAddr(), "codec", s.codec)
 	return nil
 }
