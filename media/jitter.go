@@ -60,7 +60,7 @@ type jitterBuffer struct {
 	surplus   int // consecutive pops with count > target
 	dropped   uint64
 	underruns uint64 // pops that found nothing while playing: a packet came after its tick
-	target    int // packets buffered before playout; adapts to jitter (0 = jbTarget)
+	target    int    // packets buffered before playout; adapts to jitter (0 = jbTarget)
 }
 
 // setTarget adapts the playout depth to the measured interarrival jitter:

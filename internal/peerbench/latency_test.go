@@ -3,8 +3,8 @@
 package peerbench
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
