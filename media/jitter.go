@@ -59,8 +59,7 @@ type jitterBuffer struct {
 	buffering bool
 	surplus   int // consecutive pops with count > target
 	dropped   uint64
-	underruns uint64 // pops that found nothing while playing: a packet came after its tick
-	target    int    // packets buffered before playout; adapts to jitter (0 = jbTarget)
+	target    int // packets buffered before playout; adapts to jitter (0 = jbTarget)
 }
 
 // setTarget adapts the playout depth to the measured interarrival jitter:
@@ -189,9 +188,6 @@ func (j *jitterBuffer) pop(out []byte) (kind popKind, n int) {
 		return popEmpty, 0
 	}
 	if j.count == 0 {
-		if !j.buffering {
-			j.underruns++
-		}
 		j.buffering, j.surplus = true, 0
 		return popEmpty, 0
 	}
