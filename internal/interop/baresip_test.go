@@ -16,6 +16,7 @@ import (
 
 	"github.com/waphone/waphone/audio"
 	"github.com/waphone/waphone/internal/dsp"
+	"github.com/waphone/waphone/internal/metasim"
 	"github.com/waphone/waphone/internal/testpki"
 	"github.com/waphone/waphone/media"
 	"github.com/waphone/waphone/phone"
@@ -43,6 +44,9 @@ func TestInteropBaresip(t *testing.T) {
 	t.Run("sdes", func(t *testing.T) { baresipCall(t, "sdes", loopback) })
 	t.Run("dtls", func(t *testing.T) {
 		baresipInNetns(t, "dtls", func(t *testing.T) { baresipCall(t, "dtls", netnsIP) })
+	})
+	t.Run("answers_metasim", func(t *testing.T) {
+		baresipInNetns(t, "answers_metasim", baresipAnswersMetasim)
 	})
 	t.Run("sdes_inbound", func(t *testing.T) { baresipDials(t, "sdes", loopback) })
 	t.Run("dtls_inbound", func(t *testing.T) {
@@ -243,6 +247,14 @@ func baresipCheckTones(t *testing.T, rec *audio.Recorder, dir string) {
 	} else {
 		t.Logf("waphone heard baresip's 1000 Hz sine (ratio %.2f, %d samples)", r, len(rec.Samples()))
 	}
+	baresipRecorded(t, dir, 440, "waphone's")
+}
+
+// baresipRecorded checks that the WAV baresip's sndfile module wrote into
+// dir (what baresip decoded from its peer) holds a tone of hz; who names
+// the peer in messages.
+func baresipRecorded(t *testing.T, dir string, hz float64, who string) {
+	t.Helper()
 	time.Sleep(500 * time.Millisecond) // baresip closes its WAV after the BYE
 	// sndfile writes what baresip decoded from us as dump-*-dec.wav.
 	dumps, _ := filepath.Glob(filepath.Join(dir, "*dec*.wav"))
@@ -259,10 +271,10 @@ func baresipCheckTones(t *testing.T, rec *audio.Recorder, dir string) {
 	for i := 0; i+audio.FrameSamples <= len(pcm); i += audio.FrameSamples {
 		_ = src.ReadFrame(pcm[i : i+audio.FrameSamples])
 	}
-	if ok, r := dsp.DetectTone(pcm, audio.SampleRate, 440); !ok {
-		t.Errorf("waphone's 440 Hz tone not in baresip's recording (ratio %.2f)", r)
+	if ok, r := dsp.DetectTone(pcm, audio.SampleRate, hz); !ok {
+		t.Errorf("%s %.0f Hz tone not in baresip's recording (ratio %.2f)", who, hz, r)
 	} else {
-		t.Logf("baresip recorded waphone's 440 Hz tone (ratio %.2f, %s)", r, filepath.Base(dumps[0]))
+		t.Logf("baresip recorded %s %.0f Hz tone (ratio %.2f, %s)", who, hz, r, filepath.Base(dumps[0]))
 	}
 }
 
@@ -423,4 +435,78 @@ func baresipCert(t *testing.T, dir string) *testpki.CA {
 		t.Fatal(err)
 	}
 	return ca
+}
+
+// baresipAnswersMetasim: metasim, as Meta, calls baresip with the WebRTC
+// offer shaped like the guide's (ICE-lite, mid "audio", BUNDLE, one
+// a=ssrc, Meta's Opus fmtp) and baresip's dtls_srtp and ice modules
+// answer it on their own. So the shape is checked by a WebRTC stack we did
+// not write, not only by waphone. Tones both ways: baresip's 1000 Hz sine
+// in metasim's recording, metasim's 440 Hz in baresip's WAV. SIP runs on
+// 127.0.0.1, media on netnsIP (metasim binds its media to its listener's IP).
+func baresipAnswersMetasim(t *testing.T) {
+	const business = "+12195550714"
+	dir := t.TempDir()
+	ca := baresipCert(t, dir)
+	acct := "<sip:" + business + "@wa.meta.vc;transport=tls>;regint=0;answermode=auto" + baresipMedia("dtls")
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", baresipConfig(t, dir, "dtls", acct, ""))
+	blog, stop := baresipStart(t, dir, "-s") // -s: SIP trace
+	defer stop()
+	waitTCP(t, tlsAddr)
+
+	mbuf := &syncBuffer{}
+	mlog := slog.New(slog.NewTextHandler(mbuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	defer func() {
+		if t.Failed() {
+			t.Logf("metasim:\n%s", mbuf.String())
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim, err := metasim.Start(ctx, metasim.Config{
+		KeyExchange: "dtls", ListenAddr: net.JoinHostPort(netnsIP.String(), "0"),
+		BusinessNumber: business, BusinessHost: "wa.meta.vc", BusinessRoots: ca.Pool(),
+		ToneHz: 440, Logger: mlog,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	call, err := sim.Call(ctx, tlsAddr, metasim.CallOptions{From: "+12145551869"})
+	if err != nil {
+		t.Fatalf("metasim's call to baresip: %v", err)
+	}
+	if call.Status() != 200 {
+		t.Fatalf("baresip answered metasim's WebRTC offer %d, want 200", call.Status())
+	}
+	// What baresip was offered is the guide's shape; its answer has no
+	// a=mid (see metaRTC.completeAnswer in metasim).
+	got := map[string]bool{}
+	for _, l := range strings.Split(blog.String(), "\n") {
+		got[strings.TrimRight(l, "\r")] = true
+	}
+	for _, want := range []string{"a=ice-lite", "a=group:BUNDLE audio", "a=mid:audio", "a=setup:actpass", "a=rtcp-mux", "a=ptime:20",
+		"a=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1"} {
+		if !got[want] {
+			t.Errorf("the INVITE baresip got lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^a=ssrc:\d+ cname:WhatsAppAudioStream1\r?$`).MatchString(blog.String()) {
+		t.Error("the INVITE baresip got lacks Meta's one a=ssrc")
+	}
+	if ans := string(call.Response().Body()); strings.Contains(ans, "a=mid:") {
+		t.Logf("baresip's answer now carries a=mid (1.0.0's did not)")
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if err := call.Hangup(ctx); err != nil {
+		t.Errorf("metasim's BYE: %v", err)
+	}
+	st := call.MediaStats()
+	t.Logf("metasim: %d packets received, %d sent", st.PacketsReceived, st.PacketsSent)
+	if ok, r := dsp.DetectTone(call.Recorded(), audio.SampleRate, 1000); !ok {
+		t.Errorf("baresip's 1000 Hz sine not heard by metasim (ratio %.2f, %d samples)", r, len(call.Recorded()))
+	} else {
+		t.Logf("metasim heard baresip's 1000 Hz sine (ratio %.2f, %d samples)", r, len(call.Recorded()))
+	}
+	baresipRecorded(t, dir, 440, "metasim's")
 }

@@ -314,7 +314,11 @@ func (m *metaMedia) setAnswer(answer []byte) error {
 		return nil
 	}
 	if m.rtc != nil {
-		return m.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)})
+		sdp, err := m.rtc.completeAnswer(answer)
+		if err != nil {
+			return err
+		}
+		return m.rtc.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp})
 	}
 	if !m.offered {
 		return errors.New("metasim media: setAnswer on an answering session")

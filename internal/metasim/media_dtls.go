@@ -13,6 +13,7 @@ import (
 	"github.com/hraban/opus"
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -140,6 +141,50 @@ func newMetaAnswerDTLS(cfg metaMediaConfig, offer []byte) (*metaMedia, []byte, e
 	}
 	m.sendPT, m.recvPT, m.dtmfPT = 111, 111, 126
 	return m, []byte(sdp), nil
+}
+
+// completeAnswer fills in, for pion, what a plain SIP endpoint's answer to
+// Meta's one-section WebRTC offer may leave out (RFC 3264 needs neither):
+// a=mid (baresip 1.0 sends none; pion then cannot tie the answer's a=ssrc
+// to our transceiver, drops every RTP packet as "unhandled" and never
+// fires OnTrack) and a media-level a=setup where the answer has it only at
+// session level (pion reads only the media level, RFC 4145 allows both).
+// The mid added is the offer's; any other answer passes unchanged.
+func (r *metaRTC) completeAnswer(answer []byte) (string, error) {
+	var sd sdp.SessionDescription
+	if err := sd.Unmarshal(answer); err != nil {
+		return "", fmt.Errorf("metasim webrtc answer: %w", err)
+	}
+	if len(sd.MediaDescriptions) != 1 {
+		return string(answer), nil
+	}
+	md := sd.MediaDescriptions[0]
+	changed := false
+	if _, ok := md.Attribute("mid"); !ok {
+		mid := ""
+		if ts := r.pc.GetTransceivers(); len(ts) > 0 {
+			mid = ts[0].Mid()
+		}
+		if mid == "" {
+			return string(answer), nil
+		}
+		md.WithValueAttribute("mid", mid)
+		changed = true
+	}
+	if _, ok := md.Attribute("setup"); !ok {
+		if setup, ok := sd.Attribute("setup"); ok {
+			md.WithValueAttribute("setup", setup)
+			changed = true
+		}
+	}
+	if !changed {
+		return string(answer), nil
+	}
+	out, err := sd.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("metasim webrtc answer: %w", err)
+	}
+	return string(out), nil
 }
 
 func isWebRTCOffer(sdp []byte) bool {

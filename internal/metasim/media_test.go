@@ -308,3 +308,87 @@ func TestMetaNoMediaAndWrongKey(t *testing.T) {
 	m.close()
 	m.close() // idempotent
 }
+
+// A SIP endpoint's answer to Meta's WebRTC offer may carry no a=mid, no
+// BUNDLE group and a=setup at session level only (baresip 1.0's does; RFC
+// 3264 needs none of them). Built from waphone's own DTLS answer with
+// those taken out: without completeAnswer pion cannot tie the answer's
+// a=ssrc to its transceiver and drops every packet ("Incoming unhandled
+// RTP ssrc"), so neither side hears anything.
+func TestMetasimWebRTCOfferAnsweredWithoutMid(t *testing.T) {
+	m, offer, err := newMetaOffer(metaMediaConfig{BindIP: net.IPv4(127, 0, 0, 1), ToneHz: 1000, KeyExchange: "dtls",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	m.start()
+	s, answer, err := media.Answer(mmMediaCfg(), offer)
+	if err != nil {
+		t.Fatalf("Answer: %v", err)
+	}
+	defer s.Close()
+	var session, rest []string
+	setup := ""
+	for _, l := range strings.Split(strings.TrimRight(string(answer), "\r\n"), "\r\n") {
+		switch {
+		case strings.HasPrefix(l, "a=mid:"), strings.HasPrefix(l, "a=group:BUNDLE"):
+		case strings.HasPrefix(l, "a=setup:"):
+			setup = l
+		case strings.HasPrefix(l, "m="), len(rest) > 0:
+			rest = append(rest, l)
+		default:
+			session = append(session, l)
+		}
+	}
+	if setup == "" || len(rest) == 0 || !strings.Contains(string(answer), "a=ssrc:") {
+		t.Fatalf("waphone's DTLS answer has no a=setup, m= or a=ssrc:\n%s", answer)
+	}
+	sipStyle := strings.Join(append(append(session, setup), rest...), "\r\n") + "\r\n"
+	if err := m.setAnswer([]byte(sipStyle)); err != nil {
+		t.Fatalf("setAnswer:\n%s\n%v", sipStyle, err)
+	}
+	var out mmSink
+	if err := s.Start(context.Background(), &mmTone{hz: 440}, &out); err != nil {
+		t.Fatal(err)
+	}
+	mmCheckCall(t, s, m, &out)
+}
+
+func TestCompleteAnswer(t *testing.T) {
+	m, _, err := newMetaOfferDTLS(mmMetaCfg(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	const head = "v=0\r\no=- 1 1 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\n"
+	const audio = "m=audio 26404 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+	for _, tc := range []struct {
+		name, in     string
+		want, absent []string
+	}{
+		{"baresip", head + "a=setup:passive\r\n" + audio, []string{"a=rtpmap:111 opus/48000/2\r\na=mid:audio\r\na=setup:passive\r\n"}, nil},
+		{"complete", head + audio + "a=mid:audio\r\na=setup:active\r\n", []string{"a=mid:audio\r\na=setup:active\r\n"}, []string{"passive"}},
+		{"media setup wins", head + "a=setup:passive\r\n" + audio + "a=setup:active\r\n", []string{"a=setup:active\r\na=mid:audio\r\n"}, []string{"a=setup:passive\r\na=mid"}},
+		{"two sections untouched", head + audio + audio, nil, []string{"a=mid"}},
+	} {
+		got, err := m.rtc.completeAnswer([]byte(tc.in))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: lacks %q:\n%s", tc.name, w, got)
+			}
+		}
+		for _, n := range tc.absent {
+			if strings.Contains(got, n) {
+				t.Errorf("%s: has %q:\n%s", tc.name, n, got)
+			}
+		}
+	}
+	if _, err := m.rtc.completeAnswer([]byte("not sdp")); err == nil {
+		t.Error("completeAnswer took junk")
+	}
+}
