@@ -73,6 +73,7 @@ type Board struct {
 	hid     *hidDevice    // the attached headset hidraw node, if any
 	headset headsetState  // what SetHeadsetState last said
 	hsKick  chan struct{} // wakes driveHeadset
+	ledKick chan struct{} // wakes driveLED: the pattern changed
 	lastKey map[Kind]Event
 }
 
@@ -87,7 +88,7 @@ func Open(cfg Config) (*Board, error) {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Board{log: cfg.Logger, events: make(chan Event, 16), cancel: cancel, hsKick: make(chan struct{}, 1)}
+	b := &Board{log: cfg.Logger, events: make(chan Event, 16), cancel: cancel, hsKick: make(chan struct{}, 1), ledKick: make(chan struct{}, 1)}
 	var errs []error
 	if cfg.Chip != "" {
 		if err := b.openGPIO(cfg); err != nil {
@@ -114,7 +115,7 @@ func Open(cfg Config) (*Board, error) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		b.driveLED(ctx, 50*time.Millisecond)
+		b.driveLED(ctx)
 	}()
 	return b, errors.Join(errs...)
 }
@@ -127,6 +128,10 @@ func (b *Board) SetLED(p Pattern) {
 	b.mu.Lock()
 	b.pattern = p
 	b.mu.Unlock()
+	select {
+	case b.ledKick <- struct{}{}:
+	default: // a wake-up is pending already
+	}
 }
 
 func (b *Board) emit(ev Event) {
@@ -170,11 +175,35 @@ func ledValue(p Pattern, t time.Duration) int {
 	return 0
 }
 
-func (b *Board) driveLED(ctx context.Context, tick time.Duration) {
-	t := time.NewTicker(tick)
-	defer t.Stop()
+// driveLED sets the LED line when the pattern changes and, while it
+// blinks, at each edge: no wake-ups at all while the LED is steady (most of
+// a desk phone's life), which a fixed ticker would spend 20 times a second.
+func (b *Board) driveLED(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	start, last := time.Now(), -1
 	for {
+		b.mu.Lock()
+		led, p := b.led, b.pattern
+		b.mu.Unlock()
+		now := time.Now()
+		if led != nil {
+			if v := ledValue(p, now.Sub(start)); v != last {
+				if err := led.SetValue(v); err != nil {
+					b.log.Error("LED line failed; LED off from now on", "err", err)
+					b.mu.Lock()
+					b.led = nil
+					b.mu.Unlock()
+				} else {
+					last = v
+				}
+			}
+		}
+		var wake <-chan time.Time
+		if d := untilEdge(p, now.Sub(start)); d > 0 && led != nil {
+			timer.Reset(d)
+			wake = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			b.mu.Lock()
@@ -183,25 +212,31 @@ func (b *Board) driveLED(ctx context.Context, tick time.Duration) {
 			}
 			b.mu.Unlock()
 			return
-		case now := <-t.C:
-			b.mu.Lock()
-			led, p := b.led, b.pattern
-			b.mu.Unlock()
-			if led == nil {
-				continue
-			}
-			if v := ledValue(p, now.Sub(start)); v != last {
-				if err := led.SetValue(v); err != nil {
-					b.log.Error("LED line failed; LED off from now on", "err", err)
-					b.mu.Lock()
-					b.led = nil
-					b.mu.Unlock()
-					continue
-				}
-				last = v
+		case <-b.ledKick:
+		case <-wake:
+		}
+		if !timer.Stop() {
+			select { // drain a fire we did not take, or the next Reset misfires
+			case <-timer.C:
+			default:
 			}
 		}
 	}
+}
+
+// untilEdge is how long after t the pattern's value next changes; 0 for a
+// steady pattern.
+func untilEdge(p Pattern, t time.Duration) time.Duration {
+	half := time.Duration(0)
+	switch p {
+	case Blink:
+		half = 500 * time.Millisecond
+	case FastBlink:
+		half = 100 * time.Millisecond
+	default:
+		return 0
+	}
+	return half - t%half
 }
 
 // Close stops everything and closes Events.

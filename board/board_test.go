@@ -98,10 +98,10 @@ func TestLEDPatterns(t *testing.T) {
 		}
 	}
 	led := &fakeLine{}
-	b := &Board{log: slog.New(slog.NewTextHandler(io.Discard, nil)), events: make(chan Event, 1), led: led}
+	b := &Board{log: slog.New(slog.NewTextHandler(io.Discard, nil)), events: make(chan Event, 1), led: led, ledKick: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { b.driveLED(ctx, 10*time.Millisecond); close(done) }()
+	go func() { b.driveLED(ctx); close(done) }()
 	b.SetLED(On)
 	time.Sleep(60 * time.Millisecond)
 	b.SetLED(FastBlink)
@@ -114,11 +114,11 @@ func TestLEDPatterns(t *testing.T) {
 	}
 	// A dead LED line is logged and dropped; nothing panics.
 	led.fail = true
-	b2 := &Board{log: b.log, led: led}
+	b2 := &Board{log: b.log, led: led, ledKick: make(chan struct{}, 1)}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel2()
 	b2.SetLED(On)
-	b2.driveLED(ctx2, 10*time.Millisecond)
+	b2.driveLED(ctx2)
 	if b2.led != nil {
 		t.Fatal("failing LED line kept")
 	}

@@ -114,8 +114,10 @@ func readUntilDone(ctx context.Context, f io.Closer, read func() error) error {
 
 // watchKeys attaches to the headset's keys, and again after every replug.
 func watchKeys(ctx context.Context, sysDir, devDir, want string, emit func(Event), log *slog.Logger) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
+	changed, err := devChanges(ctx, devDir)
+	if err != nil {
+		log.Warn("headset keys: no device notifications", "err", err)
+	}
 	for {
 		if dev, name := findKeys(sysDir, devDir, want); dev != "" {
 			if f, err := os.Open(dev); err != nil {
@@ -132,7 +134,7 @@ func watchKeys(ctx context.Context, sysDir, devDir, want string, emit func(Event
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }

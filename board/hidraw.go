@@ -205,8 +205,10 @@ func openHidraw(path string) (io.ReadWriteCloser, error) {
 // watchHID attaches to the headset's hidraw node, and again after every
 // replug. A lasting fault (no permission, a bad descriptor) is logged once.
 func (b *Board) watchHID(ctx context.Context, sysDir, devDir, want string, open func(string) (io.ReadWriteCloser, error)) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
+	changed, err := devChanges(ctx, devDir)
+	if err != nil {
+		b.log.Warn("headset call button: no device notifications", "err", err)
+	}
 	said := ""
 	sayOnce := func(msg string, args ...any) {
 		if key := msg + fmt.Sprint(args...); key != said {
@@ -233,7 +235,7 @@ func (b *Board) watchHID(ctx context.Context, sysDir, devDir, want string, open 
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }
