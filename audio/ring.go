@@ -113,6 +113,8 @@ const (
 	boundStep   = SampleRate / 400  // 2.5 ms: the first margin, and each raise
 	boundMax    = SampleRate / 25   // 40 ms: the largest margin
 	boundSlack  = SampleRate / 1000 // 1 ms of hysteresis before a trim
+	boundDecay  = SampleRate / 4000 // 0.25 ms off the margin per quiet window...
+	boundQuiet  = 30                // ...after this many quiet windows in a row
 )
 
 // latencyBound decides, once a window, how much of a ring's fill is
@@ -121,11 +123,13 @@ const (
 // for). A ring filled in 10 ms callbacks and drained in 20 ms frames swings
 // by a period, but that least fill only grows through stalls or clock
 // drift. The margin kept grows after a window in which the ring ran dry, so
-// a device with uneven periods settles instead of clicking.
+// a device with uneven periods settles instead of clicking, and shrinks
+// slowly (0.25 ms a second) after half a minute without.
 type latencyBound struct {
 	margin  int    // samples kept above the need (0: boundStep)
 	n       int    // calls in this window
 	under   uint64 // underruns when this window began
+	quiet   int    // windows in a row without running dry
 	started bool   // a window has begun since Reset: its start was not idle
 }
 
@@ -151,7 +155,14 @@ func (b *latencyBound) excess(r *Ring) int {
 	low := r.spareLow.Swap(math.MaxInt64)
 	if r.underruns.Load() != b.under {
 		b.margin = min(b.margin+boundStep, boundMax)
+		b.quiet = 0
 		return 0
+	}
+	// Half a minute without running dry gives a little back each window: a
+	// burst of load must not keep its latency for the rest of the call,
+	// while a hiccup that comes back every few seconds keeps its margin.
+	if b.quiet++; b.quiet > boundQuiet {
+		b.margin = max(b.margin-boundDecay, boundStep)
 	}
 	if low != math.MaxInt64 && low > int64(b.margin+boundSlack) {
 		return int(low) - b.margin

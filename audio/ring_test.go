@@ -123,3 +123,37 @@ func TestRingLiveMarginGrowsAfterUnderruns(t *testing.T) {
 		t.Fatalf("margin grew to %d samples for a 12 ms late callback", r.rb.margin)
 	}
 }
+
+// A burst of load (late callbacks for ten seconds) raises the margin; two
+// quiet minutes later it is back to the first one, and so is the latency.
+func TestRingLiveMarginComesBack(t *testing.T) {
+	r := NewRing(SampleRate / 5)
+	dev := make([]int16, SampleRate/100)
+	frame := make([]int16, FrameSamples)
+	writes, lateUntil := 0, -1
+	peak := 0
+	for ms := 0; ms < 130_000; ms++ {
+		if ms%10 == 0 {
+			if writes++; ms < 10000 && writes%130 == 1 && writes > 1 {
+				lateUntil = ms + 12
+			} else {
+				r.Write(dev)
+			}
+		}
+		if ms == lateUntil {
+			r.Write(dev)
+		}
+		if ms%20 == 5 && ms > 100 {
+			r.ReadLive(frame)
+		}
+		if ms == 11000 {
+			peak = r.rb.margin
+		}
+	}
+	if peak <= boundStep {
+		t.Fatalf("margin %d after the burst: the burst shows nothing", peak)
+	}
+	if r.rb.margin != boundStep {
+		t.Fatalf("margin %d samples two quiet minutes after the burst (peak %d), want %d", r.rb.margin, peak, boundStep)
+	}
+}
