@@ -6,14 +6,7 @@ import (
 
 	"github.com/hraban/opus"
 	"github.com/pion/rtp"
-
-	"github.com/waphone/waphone/audio"
 )
-
-// countSink records what the player gives it.
-type countSink struct{ rec *audio.Recorder }
-
-func (c countSink) WriteFrame(pcm []int16) error { return c.rec.WriteFrame(pcm) }
 
 // A packet that comes in time is played on arrival, not at the next tick;
 // each 20 ms interval plays exactly one frame; a packet that did not come
@@ -31,15 +24,15 @@ func TestPlayoutOnArrival(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := audio.NewRecorder(SampleRate * 2)
-	po := &playout{s: s, p: &player{dec: dec, lastN: FrameSamples}, sink: countSink{rec}}
+	rec := &recordSink{}
+	po := &playout{s: s, p: &player{dec: dec, lastN: FrameSamples}, sink: rec}
 	s.rx.out.Store(po)
 	st := &rtpStream{pts: payloadTypes{opus: [2]uint8{111, 111}, dtmf: [2]int{-1, -1}}}
-	tone := audio.NewTone(440, 0.5)
+	tone := &toneSource{hz: 440}
 	pcm := make([]int16, FrameSamples)
 	buf := make([]byte, maxPayload)
 	from := netip.MustParseAddrPort("127.0.0.1:4000")
-	frames := func() int { return len(rec.Samples()) / FrameSamples }
+	frames := rec.frames
 	arrive := func(seq uint16) {
 		_ = tone.ReadFrame(pcm)
 		n, err := enc.Encode(pcm, buf)
@@ -67,7 +60,7 @@ func TestPlayoutOnArrival(t *testing.T) {
 	if c := s.concealed.Load(); c != 1 {
 		t.Fatalf("%d frames concealed, want 1 (the lost packet)", c)
 	}
-	if snr := blockSNR(rec.Samples()[10*FrameSamples:], 440); snr < 20 {
+	if snr := blockSNR(rec.last(90*FrameSamples), 440); snr < 20 {
 		t.Fatalf("440 Hz at %.1f dB over the rest, want >= 20", snr)
 	}
 	po.close()
