@@ -180,5 +180,9 @@ q = ""
 # The Go runtime's soft memory limit in MiB: near it the garbage collector
 # works harder instead of letting the heap grow. 0 = none. GOMEMLIMIT wins.
 memory_limit_mib = 24
+# How far the heap may grow over what is live before the garbage collector
+# runs, in percent. Low keeps the phone small (its live heap is ~1 MB and a
+# call allocates almost nothing). 0 = Go's default (100). GOGC wins.
+gc_percent = 25
 `
 }

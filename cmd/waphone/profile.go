@@ -67,9 +67,14 @@ func writeGoroutines(memFile string, log *slog.Logger) {
 	}
 }
 
-// applyRuntime sets the Go runtime's soft memory limit from [runtime],
-// unless GOMEMLIMIT is set (the operator's word wins).
+// applyRuntime sets the Go runtime's soft memory limit and GC target
+// from [runtime], unless GOMEMLIMIT or GOGC is set (the operator's word
+// wins).
 func applyRuntime(cfg config.Runtime, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" && cfg.GCPercent > 0 {
+		debug.SetGCPercent(cfg.GCPercent)
+		log.Debug("go gc percent set", "percent", cfg.GCPercent)
+	}
 	if os.Getenv("GOMEMLIMIT") != "" || cfg.MemoryLimitMiB <= 0 {
 		return
 	}
