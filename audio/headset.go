@@ -49,7 +49,7 @@ type Headset struct {
 	mu      sync.Mutex
 	ctx     *malgo.AllocatedContext
 	dev     *malgo.Device
-	name    string
+	name    atomic.Pointer[string] // the open (or last) device; lock-free for Stats
 	plugged atomic.Bool
 	gain    atomic.Uint32 // playback gain in 1/1024 units
 	frames  atomic.Uint64
@@ -96,7 +96,7 @@ func OpenHeadset(cfg HeadsetConfig) (*Headset, error) {
 		return nil, fmt.Errorf("audio: no sound system: %w", err)
 	}
 	h.ctx = ctx
-	if err := h.start(); err != nil {
+	if err := h.start(false); err != nil {
 		attrs := []any{"err", err}
 		if m := alsaMessages.lastMessage(); m != "" {
 			attrs = append(attrs, "alsa", m)
@@ -127,9 +127,29 @@ func findDevice(ctx *malgo.AllocatedContext, kind malgo.DeviceType, want string)
 	return nil, "", fmt.Errorf("no device matching %q (have %q)", want, names)
 }
 
-func (h *Headset) start() error {
+// start opens the device. renew first replaces the sound-system context:
+// alsa-lib reads its configuration once, and the per-card part of it
+// (the hints for hw:CARD=…, front:…) only for the cards present then, so a
+// headset plugged in after start would stay invisible ("cannot find card")
+// to a context made before it.
+func (h *Headset) start(renew bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.dev != nil {
+		return nil // open already; a second device would leak the first
+	}
+	if renew {
+		ctx, err := malgo.InitContext(h.cfg.Backends, malgo.ContextConfig{}, nil)
+		if err != nil {
+			return fmt.Errorf("audio: renewing the sound system: %w", err)
+		}
+		// The old context's Uninit frees alsa-lib's global configuration
+		// (snd_config_update_free_global), so the new context's first
+		// probe reads it again, with today's cards.
+		_ = h.ctx.Uninit()
+		h.ctx.Free()
+		h.ctx = ctx
+	}
 	capID, capName, err := findDevice(h.ctx, malgo.Capture, h.cfg.Capture)
 	if err != nil {
 		return err
@@ -162,7 +182,13 @@ func (h *Headset) start() error {
 		dc.Capture.ShareMode, dc.Playback.ShareMode = malgo.Shared, malgo.Shared
 		var serr error
 		if dev, serr = malgo.InitDevice(h.ctx.Context, dc, cb); serr != nil {
-			return fmt.Errorf("opening %s: %w (exclusive: %v)", capName, serr, err)
+			hint := ""
+			if errors.Is(serr, malgo.ErrInvalidOperation) {
+				// miniaudio's name for EPERM; the usual cause is a
+				// sandbox denying its device thread's scheduling call.
+				hint = " (EPERM: does a seccomp filter deny sched_setparam? the shipped unit allows it)"
+			}
+			return fmt.Errorf("opening %s: %w (exclusive: %v)%s", capName, serr, err, hint)
 		}
 		h.log.Debug("headset opened shared (exclusive refused)", "device", capName, "err", err)
 	}
@@ -170,7 +196,8 @@ func (h *Headset) start() error {
 		dev.Uninit()
 		return fmt.Errorf("starting %s: %w", capName, err)
 	}
-	h.dev, h.name = dev, capName
+	h.dev = dev
+	h.name.Store(&capName)
 	h.plugged.Store(true)
 	h.log.Info("headset open", "device", capName, "rate", dev.SampleRate())
 	return nil
@@ -223,7 +250,7 @@ func (h *Headset) watch() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	wait, next := reopenMin, time.Now().Add(reopenMin)
-	cards := soundCards()
+	cards, renew := soundCards(), false
 	lastFrames, still := h.frames.Load(), 0
 	for {
 		select {
@@ -250,15 +277,26 @@ func (h *Headset) watch() {
 				continue
 			}
 			if c := soundCards(); c != cards {
-				cards, next = c, now // a card came or went: look now
+				cards, next, renew = c, now, true // a card came or went: look now, afresh
 			}
 			if now.Before(next) {
 				continue
 			}
-			if err := h.start(); err == nil {
-				h.log.Info("headset back", "device", h.name)
-				wait = reopenMin
+			err := h.start(renew)
+			if err == nil {
+				h.log.Info("headset back", "device", h.deviceName())
+				wait, renew = reopenMin, false
 				continue
+			}
+			if renew {
+				// A card came but is not ours, or cannot be opened: say
+				// why once per change, not on every retry.
+				attrs := []any{"err", err}
+				if m := alsaMessages.lastMessage(); m != "" {
+					attrs = append(attrs, "alsa", m)
+				}
+				h.log.Warn("a sound card appeared but the headset could not be opened", attrs...)
+				renew = false
 			}
 			wait = min(2*wait, reopenMax)
 			next = now.Add(wait)
@@ -274,14 +312,24 @@ const stallTicks = 2
 func (h *Headset) unplugged(why string) {
 	h.mu.Lock()
 	if h.dev != nil {
-		h.dev.Uninit() // wakes miniaudio's device thread (its wakeup fd), even one stuck on a dead card
+		closeDevice(h.dev)
 		h.dev = nil
 	}
 	h.mu.Unlock()
 	if h.plugged.Swap(false) {
 		h.unplugs.Add(1)
-		h.log.Warn("headset gone; the call continues with silence", "device", h.name, "why", why)
+		h.log.Warn("headset gone; the call continues with silence", "device", h.deviceName(), "why", why)
 	}
+}
+
+// closeDevice stops, then frees, a device. Stop first: only ma_device_stop
+// writes the ALSA wakeup fd; ma_device_uninit just joins the device thread,
+// which on a card torn away (snd_card_disconnect: USB unplug, unbind) spins
+// for ever in ma_device_wait__alsa's poll on POLLERR (seen in make
+// check-board: Uninit never returned, one core burnt, the watchdog fired).
+func closeDevice(dev *malgo.Device) {
+	_ = dev.Stop()
+	dev.Uninit()
 }
 
 // soundCards names the kernel's sound devices ("" where there are none):
@@ -307,12 +355,18 @@ func (h *Headset) SetVolume(v float64) {
 	h.gain.Store(uint32(max(0, min(2, v)) * 1024))
 }
 
-// Stats reports the device and ring counters.
+func (h *Headset) deviceName() string {
+	if p := h.name.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Stats reports the device and ring counters. It takes no lock: status and
+// the watchdog's health check read it, and a driver call that hangs under
+// h.mu (a card torn away mid-call) must not hang them too.
 func (h *Headset) Stats() HeadsetStats {
-	h.mu.Lock()
-	name := h.name
-	h.mu.Unlock()
-	return HeadsetStats{Device: name, Plugged: h.plugged.Load(), Callbacks: h.frames.Load(),
+	return HeadsetStats{Device: h.deviceName(), Plugged: h.plugged.Load(), Callbacks: h.frames.Load(),
 		CaptureOverrun: h.capt.Overruns(), CaptureUnderrun: h.capt.Underruns(),
 		PlayOverrun: h.play.Overruns(), PlayUnderrun: h.play.Underruns(), Buffered: h.play.Buffered(), Unplugs: h.unplugs.Load()}
 }
@@ -346,6 +400,8 @@ func (h *Headset) PlayTestTone(ctx context.Context) error {
 // Devices lists the sound devices' names, capture then playback, for the
 // settings page (audio.capture = "device:NAME" matches a part of one).
 func (h *Headset) Devices() ([]string, error) {
+	h.mu.Lock() // start may renew the context
+	defer h.mu.Unlock()
 	var names []string
 	for _, kind := range []malgo.DeviceType{malgo.Capture, malgo.Playback} {
 		infos, err := h.ctx.Devices(kind)
@@ -397,7 +453,7 @@ func (h *Headset) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.dev != nil {
-		h.dev.Uninit()
+		closeDevice(h.dev)
 		h.dev = nil
 	}
 	_ = h.ctx.Uninit()

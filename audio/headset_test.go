@@ -106,6 +106,45 @@ func TestHeadsetNullBackendRealTime(t *testing.T) {
 	}
 }
 
+// TestHeadsetRenewsContextForNewCard: a card appearing while unplugged
+// makes the reopen use a new sound-system context (alsa-lib's per-card
+// configuration is read again); the device then runs on the new context.
+func TestHeadsetRenewsContextForNewCard(t *testing.T) {
+	h, err := OpenHeadset(HeadsetConfig{Backends: []malgo.Backend{BackendNull}, PeriodMs: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	h.unplugged("test")
+	old := h.ctx
+	if err := h.start(true); err != nil {
+		t.Fatalf("reopen on a renewed context: %v", err)
+	}
+	if h.ctx == old {
+		t.Fatal("the context was not renewed")
+	}
+	before := h.Stats().Callbacks
+	deadline := time.Now().Add(2 * time.Second)
+	for h.Stats().Callbacks < before+10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := h.Stats().Callbacks - before; got < 10 {
+		t.Fatalf("%d device callbacks after the reopen, want a running device", got)
+	}
+	// A plugged device keeps its context: renewing under it would free
+	// the configuration it runs on.
+	cur, dev := h.ctx, h.dev
+	if err := h.start(true); err != nil {
+		t.Fatalf("start on an open device: %v", err)
+	}
+	if h.ctx != cur || h.dev != dev {
+		t.Fatal("start replaced the context or device under an open device")
+	}
+	if names, err := h.Devices(); err != nil || len(names) == 0 {
+		t.Fatalf("devices on the renewed context: %v %v", names, err)
+	}
+}
+
 func TestHeadsetMissingDeviceIsNotFatal(t *testing.T) {
 	h, err := OpenHeadset(HeadsetConfig{Backends: []malgo.Backend{BackendNull}, Capture: "no-such-headset"})
 	if err != nil {

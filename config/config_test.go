@@ -64,6 +64,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"empty device ringer", minimal + "[audio]\nringer = \"device:\"\n", `t.toml:6: audio.ringer "device:"`},
 		{"bad answer", minimal + "[phone]\nanswer = \"maybe\"\n", "phone.answer \"maybe\""},
 		{"negative delay", minimal + "[phone]\nauto_answer_delay = \"-1s\"\n", "phone.auto_answer_delay must not be negative"},
+		{"negative gc percent", minimal + "[runtime]\ngc_percent = -5\n", `t.toml:6: runtime.gc_percent -5: want 0`},
 		{"bad log level", minimal + "[log]\nlevel = \"loud\"\n", "log.level"},
 		{"syntax", "[sip\nhostname=", "t.toml:1"},
 	}

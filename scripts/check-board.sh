@@ -93,9 +93,22 @@ qpid=$!
 tail -n +1 -f --pid="$qpid" "$work/out.log" | tr -d '\r' &
 tpid=$!
 timeout=${TIMEOUT:-900}
+# boardcheck's summary (or ABORT) is its last word. A guest that does not
+# power off soon after is stuck in the kernel (a driver call in D state
+# keeps even an exiting process alive): the verdict is in, stop the VM.
+done_at=""
 while kill -0 "$qpid" 2>/dev/null; do
-	if [ $(( $(date +%s) - t1 )) -gt "$timeout" ]; then
+	now=$(date +%s)
+	if [ $((now - t1)) -gt "$timeout" ]; then
 		echo "check-board: the VM did not finish within $timeout s" >&2
+		kill "$qpid"
+		break
+	fi
+	if [ -z "$done_at" ] && grep -qE '^(boardcheck \(|ABORT )' "$work/out.log"; then
+		done_at=$now
+	fi
+	if [ -n "$done_at" ] && [ $((now - done_at)) -gt 30 ]; then
+		echo "check-board: the guest hangs after boardcheck finished (a driver call stuck in the kernel); stopping the VM" >&2
 		kill "$qpid"
 		break
 	fi
@@ -107,6 +120,8 @@ wait "$tpid" 2>/dev/null || true
 t2=$(date +%s)
 rc=1
 grep -q '^BOARDCHECK EXIT 0' "$work/out.log" && rc=0
+# Stopped after its summary: the summary is the verdict.
+grep -q '^BOARDCHECK EXIT' "$work/out.log" || ! grep -qE '^boardcheck \(.*, 0 failed,' "$work/out.log" || rc=0
 if [ "$rc" -ne 0 ]; then
 	echo "---- kernel console (last 40 lines)"
 	tail -n 40 "$work/console.log" | tr -d '\r'

@@ -230,7 +230,7 @@ func (e *env) run() error {
 		}
 		st, err := waitStatus(e.ctx, 20*time.Second, "headset plugged", func(st status) bool { return st.Audio != nil && st.Audio.Plugged })
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("%w\n%s\nwaphone's log on its headset:\n%s", err, alsaState(), e.phone.logGrep("headset", "alsa", "audio"))
 		}
 		return fmt.Sprintf("device %q", st.Audio.Device), nil
 	})
@@ -458,12 +458,15 @@ func (e *env) callGPIOAndSound() {
 			e.hs.stop()
 			e.hs = nil
 		}
-		unbound := make(chan error, 1)
-		go func() { unbound <- writeFile(filepath.Join(aloopDriver, "unbind"), "snd_aloop.0") }()
+		// An unbind of a card nobody gives up blocks for good (in D
+		// state): only unplug a card waphone holds and will let go of.
 		before, _ := getStatus(e.ctx)
 		if before.Audio == nil || !before.Audio.Plugged {
+			e.aloopWedged = true
 			return "", errors.New("nothing to unplug: waphone never had the card open")
 		}
+		unbound := make(chan error, 1)
+		go func() { unbound <- writeFile(filepath.Join(aloopDriver, "unbind"), "snd_aloop.0") }()
 		cpu0 := cpuTicks(e.phone.pid())
 		st, err := waitStatus(e.ctx, 20*time.Second, "headset unplugged", func(st status) bool { return st.Audio != nil && !st.Audio.Plugged })
 		if err != nil {
@@ -473,6 +476,9 @@ func (e *env) callGPIOAndSound() {
 				cb = fmt.Sprintf("%d → %d", before.Audio.Callbacks, st.Audio.Callbacks)
 			}
 			e.aloopWedged = true
+			if crash := e.phone.crashLog(); crash != "" {
+				return "", fmt.Errorf("%w: waphone crashed on the unplug:\n%s", err, crash)
+			}
 			cpu := float64(cpuTicks(e.phone.pid())-cpu0) / 100
 			return "", fmt.Errorf("%w; over those 20 s waphone's device callbacks went %s and it used %.1f s of CPU; unbind still blocked; /dev/snd held by: %s",
 				err, cb, cpu, sndHolders())

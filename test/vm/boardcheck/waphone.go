@@ -188,6 +188,64 @@ func (p *phoneProc) logTail(lines int) string {
 	return strings.Join(ls, "\n")
 }
 
+// logGrep is waphone's log lines that mention one of words (the last 30).
+func (p *phoneProc) logGrep(words ...string) string {
+	var keep []string
+	for _, l := range strings.Split(p.logTail(2000), "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	if len(keep) > 30 {
+		keep = keep[len(keep)-30:]
+	}
+	if len(keep) == 0 {
+		return "(no log line mentions " + strings.Join(words, ", ") + ")"
+	}
+	return strings.Join(keep, "\n")
+}
+
+// crashLog is how waphone's last crash began (a Go panic, a fatal signal
+// in C, systemd's word on the exit), or "" if it has not crashed.
+func (p *phoneProc) crashLog() string {
+	ls := strings.Split(p.logTail(5000), "\n")
+	for i, l := range ls {
+		for _, w := range []string{"panic:", "fatal error:", "SIGSEGV", "SIGBUS", "SIGABRT", "code=dumped", "code=killed", "status=2/"} {
+			if strings.Contains(l, w) {
+				return strings.Join(ls[i:min(len(ls), i+4)], "\n") + "\n" + goroutinesOf(ls[i:], "waphone/audio", "malgo", "waphone/phone.(*Phone).Check")
+			}
+		}
+	}
+	return ""
+}
+
+// goroutinesOf is the goroutines of a Go traceback whose stacks mention
+// one of words (a hang shows who holds what).
+func goroutinesOf(ls []string, words ...string) string {
+	var out []string
+	for i := 0; i < len(ls); i++ {
+		if !strings.HasPrefix(ls[i], "goroutine ") {
+			continue
+		}
+		j := i + 1
+		for j < len(ls) && !strings.HasPrefix(ls[j], "goroutine ") && strings.TrimSpace(ls[j]) != "" {
+			j++
+		}
+		block := strings.Join(ls[i:j], "\n")
+		for _, w := range words {
+			if strings.Contains(block, w) {
+				out = append(out, block)
+				break
+			}
+		}
+		i = j - 1
+	}
+	return strings.Join(out, "\n")
+}
+
 func (p *phoneProc) stop() {
 	if p.mode == "systemd" {
 		_ = exec.Command("systemctl", "stop", "waphone.service").Run()
