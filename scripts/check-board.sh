@@ -25,8 +25,19 @@ need=""
 command -v "$qemu" >/dev/null 2>&1 || need="$need $qpkg"
 command -v mmdebstrap >/dev/null 2>&1 || need="$need mmdebstrap"
 command -v mke2fs >/dev/null 2>&1 || need="$need e2fsprogs"
+if [ "$arch" = arm64 ] && [ "$(dpkg --print-architecture)" != arm64 ]; then
+	# mmdebstrap runs the arm64 rootfs's maintainer scripts through
+	# qemu-user and binfmt_misc, and checks that with arch-test.
+	command -v arch-test >/dev/null 2>&1 || need="$need arch-test"
+	[ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || [ -x /usr/bin/qemu-aarch64-static ] || need="$need qemu-user-static binfmt-support"
+fi
 if [ -n "$need" ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+if [ "$arch" = arm64 ] && [ "$(dpkg --print-architecture)" != arm64 ]; then
+	[ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+	update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+	arch-test arm64 >/dev/null 2>&1 || { echo "check-board: this machine cannot run arm64 programs (binfmt_misc + qemu-user): no arm64 rootfs" >&2; exit 2; }
 fi
 # mmdebstrap, chroot and the image cache need root.
 [ "$(id -u)" -eq 0 ] || { echo "check-board: run as root (mmdebstrap, chroot)" >&2; exit 2; }

@@ -35,3 +35,6 @@ rm -f "$out"
 make -s fleet
 make -s stress
 ./scripts/check-service.sh
+# The board's drivers (gpio-sim, snd-aloop, uhid, uinput) in an amd64 VM,
+# waphone as the shipped service: ~5 min the first time (image), ~2 after.
+./scripts/check-board.sh

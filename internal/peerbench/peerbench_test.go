@@ -42,7 +42,8 @@ type result struct {
 	cpu                  time.Duration // answerer CPU during the talk window
 	idleCPU              time.Duration // answerer CPU during idleWindow before the call
 	talk                 time.Duration
-	idleRSS, peakRSS     int64 // kB
+	idleRSS, peakRSS     int64   // kB
+	wakeups              float64 // context switches per call-second, all threads
 	setup                time.Duration
 	offerFmtp, answerSDP string
 }
@@ -67,8 +68,11 @@ func TestBenchPeers(t *testing.T) {
 		t.Logf("%-8s cpu %6.1f ms/call-s (idle %4.1f ms/s)   rss idle %5.1f MB peak %5.1f MB   setup %6.1f ms",
 			r.name, perSecond(r), float64(r.idleCPU.Microseconds())/1000/idleWindow.Seconds(), float64(r.idleRSS)/1024, float64(r.peakRSS)/1024, float64(r.setup.Microseconds())/1000)
 	}
-	t.Logf("waphone/baresip: cpu %.2fx   peak rss %.2fx   setup %.2fx",
-		perSecond(wa)/perSecond(bs), float64(wa.peakRSS)/float64(bs.peakRSS), float64(wa.setup)/float64(bs.setup))
+	for _, r := range []result{bs, wa} {
+		t.Logf("%-8s context switches %5.0f /call-s", r.name, r.wakeups)
+	}
+	t.Logf("waphone/baresip: cpu %.2fx   peak rss %.2fx   setup %.2fx   context switches %.2fx",
+		perSecond(wa)/perSecond(bs), float64(wa.peakRSS)/float64(bs.peakRSS), float64(wa.setup)/float64(bs.setup), wa.wakeups/bs.wakeups)
 	t.Logf("caller's opus fmtp: %q; waphone's answer: %s", bs.offerFmtp, wa.answerSDP)
 }
 
@@ -133,12 +137,17 @@ func measure(t *testing.T, name string, ca *testpki.CA, start func(dir string) (
 	if err != nil {
 		t.Fatal(err)
 	}
+	w0 := procWakeups(ans.Process.Pid)
 	time.Sleep(r.talk)
 	u1, s1, err := procUserSys(ans.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.cpu = u1 + s1 - u0 - s0
+	// Context switches are a count, not a time: this noisy machine moves
+	// them far less than CPU seconds, and each is a wake-up a small
+	// board pays for.
+	r.wakeups = float64(procWakeups(ans.Process.Pid)-w0) / r.talk.Seconds()
 	if r.peakRSS, err = procStatus(ans.Process.Pid, "VmHWM"); err != nil {
 		t.Fatal(err)
 	}
@@ -443,6 +452,28 @@ func procUserSys(pid int) (user, sys time.Duration, err error) {
 }
 
 // procStatus is a kB field of /proc/PID/status (VmRSS, VmHWM).
+// procWakeups is the voluntary and involuntary context switches of all of
+// pid's threads (threads that ended meanwhile are not counted).
+func procWakeups(pid int) int64 {
+	var n int64
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(task, "status"))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			k, v, ok := strings.Cut(sc.Text(), ":")
+			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
+}
+
 func procStatus(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
