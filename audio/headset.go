@@ -314,6 +314,12 @@ func (h *Headset) unplugged(why string) {
 	if h.dev != nil {
 		closeDevice(h.dev)
 		h.dev = nil
+		// Our own Stop fired the stop callback (before Stop returned): a
+		// token left behind would unplug the next device the watch opens.
+		select {
+		case <-h.stopped:
+		default:
+		}
 	}
 	h.mu.Unlock()
 	if h.plugged.Swap(false) {

@@ -114,7 +114,18 @@ func TestHeadsetRenewsContextForNewCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	// The watch goroutine stops first: this test plays its part.
+	close(h.done)
+	h.wg.Wait()
+	defer func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.dev != nil {
+			closeDevice(h.dev)
+		}
+		_ = h.ctx.Uninit()
+		h.ctx.Free()
+	}()
 	h.unplugged("test")
 	old := h.ctx
 	if err := h.start(true); err != nil {

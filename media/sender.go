@@ -133,13 +133,13 @@ func (t *sender) frame(pcm []int16) ([]byte, error) {
 
 // sendLoop sends one packet every 20 ms until ctx ends, and our RTCP
 // report on its own schedule; each tick then plays a frame (playTick).
-// One goroutine and one timer for both directions: on a small board a
+// One goroutine and one pacer (pacer.go) for both directions: on a small board a
 // wake-up (timer, futex, scheduler) costs about what a decode does.
 func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, po *playout) {
 	defer s.wg.Done()
 	defer po.close()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	tick := newPacer(ctx)
+	defer func() { tick.close() }() // tick may be replaced
 	next := time.Now()
 	var dtmf dtmfState
 	var lock phaseLock
@@ -175,12 +175,17 @@ func (s *Session) sendLoop(ctx, parent context.Context, src Source, tx *sender, 
 			move = lock.observe(now.Sub(timed.CapturedAt()))
 		}
 		next = tx.pace(next.Add(frameDur + move))
-		timer.Reset(time.Until(next))
-		select {
-		case <-ctx.Done():
+		err = tick.wait(ctx, next)
+		if err != nil && ctx.Err() == nil {
+			// The timerfd failed (it should not): go on with a Go timer.
+			s.log.Warn("media tick failed; pacing with a Go timer", "err", err)
+			tick.close()
+			tick = newTimerPacer()
+			err = tick.wait(ctx, next)
+		}
+		if err != nil {
 			s.stop(parent.Err())
 			return
-		case <-timer.C:
 		}
 	}
 }

@@ -447,7 +447,8 @@ func TestDTMFAndUnknownPTDoNotBreakAudio(t *testing.T) {
 }
 
 // lossyRelay sits between a and b, each side told (via SDP) to talk to
-// its own relay socket, and drops every nth packet in the b→a direction.
+// its own relay socket, and drops every nth packet in the b→a direction
+// (and delays every other one there by 6 ms).
 type lossyRelay struct {
 	sideA, sideB *net.UDPConn
 	mu           sync.Mutex
@@ -477,6 +478,20 @@ func newLossyRelay(t *testing.T, dropEvery int) *lossyRelay {
 			dst := *to
 			l.mu.Unlock()
 			if (dropEvery > 0 && i%dropEvery == 0) || !dst.IsValid() {
+				continue
+			}
+			if dropEvery > 0 && i%2 == 0 {
+				// The lossy way also has jitter (every other packet 6 ms
+				// late), as a lossy path does: FEC needs the next packet
+				// buffered when a lost one's turn comes, and only a
+				// jittery path gets a playout depth of two. Without it,
+				// whether FEC helps is down to the phase of two clocks.
+				pkt := append([]byte(nil), buf[:n]...)
+				l.wg.Add(1)
+				time.AfterFunc(6*time.Millisecond, func() {
+					defer l.wg.Done()
+					out.WriteToUDPAddrPort(pkt, dst)
+				})
 				continue
 			}
 			out.WriteToUDPAddrPort(buf[:n], dst)

@@ -69,6 +69,13 @@ else
 		go build -trimpath -tags nolibopusfile,netgo,osusergo -ldflags "-s -w -extldflags '-static'" \
 		-o "$payload/bin/boardcheck" ./test/vm/boardcheck
 fi
+if [ "$mode" = systemd ]; then
+	# As shipped: the package for this arch (amd64: the dynamic build,
+	# arm64: the static one), installed with dpkg in the VM.
+	deb=$(./scripts/deb.sh "$arch" | grep '\.deb$' | tail -1)
+	[ -f "$deb" ] || { echo "check-board: no $arch package built" >&2; exit 1; }
+	cp "$deb" "$payload/"
+fi
 cp test/vm/guest/guest.sh "$payload/"
 cp test/vm/guest/61-waphone-vm-uhid.rules "$payload/vm/"
 cp board/testdata/*.hex "$payload/testdata/"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs inside the board VM (from the image's vm-check), as root, with the
-# payload disk at /payload: installs waphone from payload/root (the tree
-# `make install DESTDIR=...` made on the host) and runs boardcheck. Output
+# payload disk at /payload: installs waphone (systemd: the .deb, as a user
+# would; direct: payload/root, the tree `make install DESTDIR=...` made on
+# the host) and runs boardcheck. Output
 # goes to the virtio console (hvc0: the host's results file), ending with
 # "BOARDCHECK EXIT <status>".
 #   guest.sh direct    PID 1, no udev: boardcheck starts waphone as root
@@ -27,11 +28,12 @@ out=/dev/hvc0
 
 check() {
 	echo "guest: kernel $(uname -r) $(uname -m), $(nproc) CPUs, mode $mode, booted in $(cut -d' ' -f1 /proc/uptime) s"
-	cp -a "$P/root/." / || return 1
 	if [ "$mode" = systemd ]; then
-		# What a package's postinst does.
-		systemd-sysusers || return 1
-		systemd-tmpfiles --create waphone.conf || return 1
+		# The package as shipped: its postinst makes the user and groups,
+		# /etc/waphone, reloads udev and enables the unit (not started:
+		# not configured yet). The VM has no network: the image holds the
+		# package's dependencies already.
+		dpkg -i "$P"/waphone_*.deb || return 1
 		# What the next boot does with the shipped modules-load.d entry.
 		systemctl restart systemd-modules-load.service || return 1
 		echo "guest: ALSA major before the unit starts: $(grep -w alsa /proc/devices || echo none)"
@@ -41,6 +43,8 @@ check() {
 		install -m 0644 "$P/vm/61-waphone-vm-uhid.rules" /etc/udev/rules.d/ || return 1
 		udevadm control --reload
 		systemctl daemon-reload || return 1
+	else
+		cp -a "$P/root/." / || return 1
 	fi
 	"$P/bin/boardcheck" -mode "$mode" -waphone /usr/bin/waphone -testdata "$P/testdata"
 }
