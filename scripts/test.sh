@@ -35,6 +35,6 @@ rm -f "$out"
 make -s fleet
 make -s stress
 ./scripts/check-service.sh
-# The board's drivers (gpio-sim, snd-aloop, uhid, uinput) in an amd64 VM,
-# waphone as the shipped service: ~5 min the first time (image), ~2 after.
-./scripts/check-board.sh
+# Not here yet: make check-board (the board's drivers in a VM). It passes on
+# an idle 2-core machine, but its sound checks fail when the host is busy
+# (TCG starves snd-aloop's timers), so it would make CI flaky.
