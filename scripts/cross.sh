@@ -34,8 +34,13 @@ if [ -n "$need" ]; then
 	}
 fi
 
-# alsa-lib, static, from Debian's source package.
-alsa=$root/.cache/alsa-$arch
+# alsa-lib, static, from Debian's source package. Built for prefix /usr and
+# staged under .cache: the paths alsa-lib compiles in (alsa.conf in
+# /usr/share/alsa, plugins in /usr/lib/alsa-lib) must be the board's, not
+# this build tree's — with the tree's, the board's alsa-lib found no
+# configuration and no sound card at all (seen in make check-board ARCH=arm64).
+stage=$root/.cache/alsa-$arch
+alsa=$stage/usr
 if [ ! -f "$alsa/lib/libasound.a" ]; then
 	src=$root/.cache/alsa-src
 	if [ ! -d "$src" ]; then
@@ -50,9 +55,9 @@ if [ ! -f "$alsa/lib/libasound.a" ]; then
 	dir=$(find "$src" -maxdepth 1 -type d -name 'alsa-lib-*' | head -1)
 	build=$root/.cache/alsa-build-$arch
 	rm -rf "$build" && cp -a "$dir" "$build"
-	(cd "$build" && ./configure -q --host="$triple" --prefix="$alsa" --enable-static --disable-shared \
+	(cd "$build" && ./configure -q --host="$triple" --prefix=/usr --sysconfdir=/etc --enable-static --disable-shared \
 		--disable-python --disable-topology --disable-ucm --disable-alisp >/dev/null &&
-		make -s -j"$(nproc)" >/dev/null 2>&1 && make -s install >/dev/null 2>&1)
+		make -s -j"$(nproc)" >/dev/null 2>&1 && rm -rf "$stage" && make -s install DESTDIR="$stage" >/dev/null 2>&1)
 	rm -rf "$build"
 fi
 

@@ -125,6 +125,9 @@ for arch in $archs; do
 		-e "s|\${DEB_MAINTAINER}|$MAINTAINER|g" -e "s|\${DEB_LICENSE}|$LICENSE|g" packaging/nfpm.yaml >"$stage/nfpm.yaml"
 	echo "depends:" >>"$stage/nfpm.yaml"
 	echo "  - systemd" >>"$stage/nfpm.yaml"
+	# The static builds carry alsa-lib but read the system's ALSA
+	# configuration (/usr/share/alsa): without it no card opens.
+	[ "$arch" = amd64 ] || echo "  - libasound2-data" >>"$stage/nfpm.yaml"
 	if [ "$arch" = amd64 ]; then
 		# The newest glibc symbol version the binary needs, as dpkg-shlibdeps would.
 		glibc=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
