@@ -97,11 +97,7 @@ func OpenHeadset(cfg HeadsetConfig) (*Headset, error) {
 	}
 	h.ctx = ctx
 	if err := h.start(false); err != nil {
-		attrs := []any{"err", err}
-		if m := alsaMessages.lastMessage(); m != "" {
-			attrs = append(attrs, "alsa", m)
-		}
-		h.log.Warn("headset not available; calls use silence until it is plugged in", attrs...)
+		h.log.Warn("headset not available; calls use silence until it is plugged in", errAttrs(err)...)
 	}
 	h.wg.Add(1)
 	go h.watch()
@@ -291,11 +287,7 @@ func (h *Headset) watch() {
 			if renew {
 				// A card came but is not ours, or cannot be opened: say
 				// why once per change, not on every retry.
-				attrs := []any{"err", err}
-				if m := alsaMessages.lastMessage(); m != "" {
-					attrs = append(attrs, "alsa", m)
-				}
-				h.log.Warn("a sound card appeared but the headset could not be opened", attrs...)
+				h.log.Warn("a sound card appeared but the headset could not be opened", errAttrs(err)...)
 				renew = false
 			}
 			wait = min(2*wait, reopenMax)
@@ -326,6 +318,16 @@ func (h *Headset) unplugged(why string) {
 		h.unplugs.Add(1)
 		h.log.Warn("headset gone; the call continues with silence", "device", h.deviceName(), "why", why)
 	}
+}
+
+// errAttrs are the log attributes of a failed open: the error and, when
+// there is one, alsa-lib's own last message (often the real cause).
+func errAttrs(err error) []any {
+	attrs := []any{"err", err}
+	if m := alsaMessages.lastMessage(); m != "" {
+		attrs = append(attrs, "alsa", m)
+	}
+	return attrs
 }
 
 // closeDevice stops, then frees, a device. Stop first: only ma_device_stop
