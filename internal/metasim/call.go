@@ -175,6 +175,15 @@ func (c *Call) Recorded() []int16 {
 	return c.media.recorded()
 }
 
+// RecordedTail is the last d of what Recorded holds: a cheap copy for
+// polling a long call.
+func (c *Call) RecordedTail(d time.Duration) []int16 {
+	if c.media == nil {
+		return nil
+	}
+	return c.media.recordedTail(int(d.Seconds() * metaSampleRate))
+}
+
 // MediaStats are metasim's SRTP counters for the call.
 func (c *Call) MediaStats() MediaStats {
 	if c.media == nil {

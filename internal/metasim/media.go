@@ -45,7 +45,28 @@ type metaMediaConfig struct {
 	ToneHz         float64
 	NoMediaTimeout time.Duration // 0 = disabled
 	KeyExchange    string        // "dtls" = WebRTC media for calls metasim offers
+	OpusComplexity int           // 0 = libopus's default
 	Logger         *slog.Logger
+}
+
+// newMetaEncoder is metasim's Opus encoder: mono 48 kHz VoIP at bitrate,
+// with in-band FEC when fec.
+func newMetaEncoder(cfg metaMediaConfig, bitrate int, fec bool) (*opus.Encoder, error) {
+	enc, err := opus.NewEncoder(metaSampleRate, 1, opus.AppVoIP)
+	if err != nil {
+		return nil, fmt.Errorf("opus encoder: %w", err)
+	}
+	err = errors.Join(enc.SetBitrate(bitrate), enc.SetDTX(false))
+	if fec {
+		err = errors.Join(err, enc.SetInBandFEC(true), enc.SetPacketLossPerc(10))
+	}
+	if cfg.OpusComplexity > 0 {
+		err = errors.Join(err, enc.SetComplexity(min(cfg.OpusComplexity, 10)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opus encoder settings: %w", err)
+	}
+	return enc, nil
 }
 
 type metaMediaStats struct {
@@ -507,10 +528,7 @@ func (m *metaMedia) sendLoop() {
 		m.log.Error("srtp context", "err", err)
 		return
 	}
-	enc, err := opus.NewEncoder(metaSampleRate, 1, opus.AppVoIP)
-	if err == nil {
-		err = errors.Join(enc.SetBitrate(24000), enc.SetInBandFEC(true), enc.SetPacketLossPerc(10), enc.SetDTX(false))
-	}
+	enc, err := newMetaEncoder(m.cfg, 24000, true)
 	if err != nil {
 		m.log.Error("opus encoder", "err", err)
 		return
@@ -585,6 +603,12 @@ func (m *metaMedia) recorded() []int16 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]int16(nil), m.rec...)
+}
+
+func (m *metaMedia) recordedTail(n int) []int16 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]int16(nil), m.rec[max(0, len(m.rec)-n):]...)
 }
 
 func (m *metaMedia) stats() metaMediaStats {

@@ -3,7 +3,6 @@ package metasim
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -231,11 +230,9 @@ func (m *metaMedia) rtcRecv(tr *webrtc.TrackRemote) {
 
 func (m *metaMedia) rtcSend() {
 	defer m.wg.Done()
-	enc, err := opus.NewEncoder(metaSampleRate, 1, opus.AppVoIP)
-	if err == nil {
-		err = errors.Join(enc.SetBitrate(24000), enc.SetDTX(false))
-	}
+	enc, err := newMetaEncoder(m.cfg, 24000, false)
 	if err != nil {
+		m.log.Error("opus encoder", "err", err)
 		return
 	}
 	var ids [10]byte

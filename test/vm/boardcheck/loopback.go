@@ -104,7 +104,10 @@ func startHeadsetSide(dev string, hz float64) (*headsetSide, error) {
 			for i := 0; i < len(buf); i += 2 {
 				h.heard = append(h.heard, int16(binary.LittleEndian.Uint16(buf[i:])))
 			}
-			if len(h.heard) > 10*rate {
+			// Keep the last 10 s, trimmed every 10 s: trimming on every
+			// 20 ms chunk copied 1 MB 50 times a second, which starved
+			// the emulated guest (Meta's side then sent late).
+			if len(h.heard) > 20*rate {
 				h.heard = append(h.heard[:0:0], h.heard[len(h.heard)-10*rate:]...)
 			}
 			h.mu.Unlock()
