@@ -9,6 +9,9 @@
 #                       direct: init=, no udev, waphone as root, faster boot)
 #   WAPHONE_VM_CACHE   where the VM image is cached (/var/cache/waphone-board-vm)
 #   TIMEOUT            seconds for the whole VM run (default 900)
+#   VM_CPU             qemu's -cpu (default qemu64 / cortex-a53: TCG emulates
+#                      AVX2, AES-NI and SVE with slow helpers, and -cpu max
+#                      left the guest 90 % busy in a call; these need 40-60 %)
 set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -93,10 +96,10 @@ append="root=/dev/vda rw quiet loglevel=4 panic=-1 $init"
 # The results come out on a virtio console (hvc0), the kernel's on the
 # first serial port (kept in console.log, printed on failure).
 if [ "$arch" = amd64 ]; then
-	set -- -machine q35,accel=tcg -cpu max -serial "file:$work/console.log" \
+	set -- -machine q35,accel=tcg -cpu "${VM_CPU:-qemu64}" -serial "file:$work/console.log" \
 		-device virtio-serial-pci -append "console=ttyS0 $append"
 else
-	set -- -machine virt,accel=tcg -cpu max -serial "file:$work/console.log" \
+	set -- -machine virt,accel=tcg -cpu "${VM_CPU:-cortex-a53}" -serial "file:$work/console.log" \
 		-device virtio-serial-device -append "console=ttyAMA0 $append"
 fi
 : >"$work/out.log"

@@ -83,3 +83,28 @@ func DetectTone(pcm []int16, sampleRate, hz float64) (ok bool, ratio float64) {
 	ratio = sum / float64(audible)
 	return audible*block >= int(sampleRate/5) && toned*5 >= audible*4, ratio
 }
+
+// Oscillator makes a sine by rotating a phasor: a few multiplies a sample
+// where math.Sin costs tens of floating-point operations, which matters on
+// an emulated CPU (the board VM), where each one is a helper call.
+type Oscillator struct {
+	amp, c, s, x, y float64
+}
+
+// NewOscillator is a sine at hz for sampleRate, peak amp (sample units),
+// starting at phase 0.
+func NewOscillator(hz, sampleRate, amp float64) *Oscillator {
+	w := 2 * math.Pi * hz / sampleRate
+	return &Oscillator{amp: amp, c: math.Cos(w), s: math.Sin(w), x: 1}
+}
+
+// Fill writes the next len(pcm) samples.
+func (o *Oscillator) Fill(pcm []int16) {
+	for i := range pcm {
+		pcm[i] = int16(o.amp * o.y)
+		o.x, o.y = o.x*o.c-o.y*o.s, o.x*o.s+o.y*o.c
+	}
+	// Rounding drifts the phasor's length; put it back on the unit circle.
+	r := 1 / math.Sqrt(o.x*o.x+o.y*o.y)
+	o.x, o.y = o.x*r, o.y*r
+}

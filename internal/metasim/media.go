@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -30,6 +29,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/waphone/waphone/internal/dsp"
 )
 
 const (
@@ -541,15 +541,11 @@ func (m *metaMedia) sendLoop() {
 	}}
 	pcm := make([]int16, metaFrame)
 	opusBuf := make([]byte, 1500)
-	phase := 0.0
-	step := 2 * math.Pi * m.cfg.ToneHz / metaSampleRate
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
+	tone := dsp.NewOscillator(m.cfg.ToneHz, metaSampleRate, 0.3*32767)
+	pace := newFramePacer()
+	defer pace.stop()
 	for {
-		for i := range pcm {
-			pcm[i] = int16(0.3 * 32767 * math.Sin(phase))
-			phase = math.Mod(phase+step, 2*math.Pi)
-		}
+		tone.Fill(pcm)
 		n, err := enc.Encode(pcm, opusBuf)
 		if err == nil {
 			m.mu.Lock()
@@ -579,10 +575,8 @@ func (m *metaMedia) sendLoop() {
 		pkt.Marker = false
 		pkt.SequenceNumber++
 		pkt.Timestamp += metaFrame
-		select {
-		case <-m.quit:
+		if !pace.wait(m.quit) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"net"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/waphone/waphone/internal/dsp"
 )
 
 // Meta's WebRTC media side: ICE-lite, DTLS server (a=setup:actpass in its
@@ -241,14 +241,11 @@ func (m *metaMedia) rtcSend() {
 		Timestamp: binary.BigEndian.Uint32(ids[4:]), SequenceNumber: binary.BigEndian.Uint16(ids[8:]) & 0x7fff}}
 	pcm := make([]int16, metaFrame)
 	buf := make([]byte, 1500)
-	phase, step := 0.0, 2*math.Pi*m.cfg.ToneHz/metaSampleRate
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
+	tone := dsp.NewOscillator(m.cfg.ToneHz, metaSampleRate, 0.3*32767)
+	pace := newFramePacer()
+	defer pace.stop()
 	for {
-		for i := range pcm {
-			pcm[i] = int16(0.3 * 32767 * math.Sin(phase))
-			phase = math.Mod(phase+step, 2*math.Pi)
-		}
+		tone.Fill(pcm)
 		if n, err := enc.Encode(pcm, buf); err == nil {
 			pkt.Payload = buf[:n]
 			if err := m.rtc.track.WriteRTP(&pkt); err == nil {
@@ -264,10 +261,8 @@ func (m *metaMedia) rtcSend() {
 		pkt.Marker = false
 		pkt.SequenceNumber++
 		pkt.Timestamp += metaFrame
-		select {
-		case <-m.quit:
+		if !pace.wait(m.quit) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -90,6 +90,7 @@ func (e *env) waitTones(c *metasim.Call, timeout time.Duration) (string, error) 
 	}
 	ups, downs := make([]float64, 0, holdReadings), make([]float64, 0, holdReadings)
 	pass := 0
+	cpu := startCPUShare(e.phone.pid())
 	for range holdReadings {
 		time.Sleep(holdEvery)
 		up, down := e.tones(c)
@@ -98,8 +99,8 @@ func (e *env) waitTones(c *metasim.Call, timeout time.Duration) (string, error) 
 			pass++
 		}
 	}
-	got := fmt.Sprintf("mic→Meta %.0f Hz at %s, Meta→earpiece %.0f Hz at %s (worst/median of %d readings over %v)",
-		ourTone, minMedian(ups), metaTone, minMedian(downs), holdReadings, holdReadings*holdEvery)
+	got := fmt.Sprintf("mic→Meta %.0f Hz at %s, Meta→earpiece %.0f Hz at %s (worst/median of %d readings over %v; %s)",
+		ourTone, minMedian(ups), metaTone, minMedian(downs), holdReadings, holdReadings*holdEvery, cpu.String())
 	if pass < holdMinPass {
 		return "", fmt.Errorf("the tones did not last: %d of %d readings ≥ %.0f dB both ways: %s\n%s", pass, holdReadings, minSNR, got, e.soundDiag())
 	}

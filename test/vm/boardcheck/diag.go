@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // alsaState is what /proc/asound says about every open substream.
@@ -46,6 +47,51 @@ func cpuTicks(pid int) int64 {
 	fmt.Sscan(f[11], &u)
 	fmt.Sscan(f[12], &s)
 	return u + s
+}
+
+// cpuShare measures, from its start, how busy the guest's CPUs were and
+// how much of one CPU waphone and boardcheck (metasim, the recorder) took:
+// the sound checks' margin on an emulated CPU.
+type cpuShare struct {
+	t0          time.Time
+	busy0, all0 int64
+	phone       int
+	phone0, us0 int64
+}
+
+func startCPUShare(phonePID int) cpuShare {
+	busy, all := guestCPU()
+	return cpuShare{t0: time.Now(), busy0: busy, all0: all, phone: phonePID, phone0: cpuTicks(phonePID), us0: cpuTicks(os.Getpid())}
+}
+
+func (c cpuShare) String() string {
+	busy, all := guestCPU()
+	secs := time.Since(c.t0).Seconds() * 100 // clock ticks
+	if all == c.all0 || secs <= 0 {
+		return "guest CPU unknown"
+	}
+	return fmt.Sprintf("guest CPUs %.0f%% busy, waphone %.0f%%, boardcheck %.0f%% of a CPU",
+		100*float64(busy-c.busy0)/float64(all-c.all0),
+		100*float64(cpuTicks(c.phone)-c.phone0)/secs, 100*float64(cpuTicks(os.Getpid())-c.us0)/secs)
+}
+
+// guestCPU is /proc/stat's busy and total ticks over all CPUs.
+func guestCPU() (busy, all int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		var n int64
+		fmt.Sscan(v, &n)
+		all += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, all
 }
 
 // sndHolders lists the processes with /dev/snd nodes open.

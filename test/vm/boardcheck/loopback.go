@@ -70,12 +70,12 @@ func startHeadsetSide(dev string, hz float64) (*headsetSide, error) {
 		// A steady tone at -10 dBFS; aplay's pace (the loopback's clock)
 		// paces the pipe.
 		buf := make([]byte, rate/50*2)
-		n := 0
+		pcm := make([]int16, rate/50)
+		tone := dsp.NewOscillator(hz, rate, 0.3*32767)
 		for {
-			for i := 0; i < rate/50; i++ {
-				v := int16(0.3 * 32767 * math.Sin(2*math.Pi*hz*float64(n)/rate))
+			tone.Fill(pcm)
+			for i, v := range pcm {
 				binary.LittleEndian.PutUint16(buf[2*i:], uint16(v))
-				n++
 			}
 			if _, err := stdin.Write(buf); err != nil {
 				return
