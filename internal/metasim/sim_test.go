@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"regexp"
 	"runtime"
@@ -398,10 +399,24 @@ func TestUserInitiatedCancelWhileRinging(t *testing.T) {
 		t.Errorf("second Cancel: %v", err)
 	}
 
-	// ctx ending before the answer also cancels.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// ctx ending before the answer also cancels. It ends once the business
+	// has the INVITE (and so rings): a fixed 300 ms deadline could end
+	// before the TLS handshake on a loaded machine, with nothing to cancel.
+	b.mu.Lock()
+	invites := len(b.invites)
+	b.mu.Unlock()
+	short, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if _, err := sim.Call(short, b.addr, CallOptions{}); err != context.DeadlineExceeded {
+	go func() {
+		defer cancel()
+		testutil.Poll(5*time.Second, func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return len(b.invites) > invites
+		})
+		time.Sleep(100 * time.Millisecond) // the 180 on its way back
+	}()
+	if _, err := sim.Call(short, b.addr, CallOptions{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Call with short ctx: %v", err)
 	}
 	cancels := func() int {
