@@ -75,7 +75,15 @@ dir = "` + filepath.Join(dir, "state") + `"
 	t.Setenv("STATE_DIRECTORY", "")
 	done := make(chan error, 1)
 	go func() { done <- cmdRun(ctx, []string{"-config", r.cfgPath}, io.Discard) }()
-	testutil.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(r.sock); return err == nil }, "the control socket")
+	// A dial, not a stat: the socket file exists from bind(), a moment
+	// before listen(), and a client in that moment is refused.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		c, err := net.Dial("unix", r.sock)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}, "the control socket")
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
