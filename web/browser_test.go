@@ -364,7 +364,10 @@ func TestBrowserCall(t *testing.T) {
 	}
 	t.Logf("CSV:\n%s", csv)
 
-	do("health", chromedp.Click(chromedp.CSS("#nav-health")), chromedp.WaitNotVisible(chromedp.CSS("#health-loading")))
+	// The page is routed on hashchange, which fires after the click returns: wait
+	// for the checks themselves, not for "checking…" (hidden until the route runs).
+	do("health", chromedp.Click(chromedp.CSS("#nav-health")),
+		poll(`document.getElementById("checks").children.length > 0 && document.getElementById("health-loading").hidden`, 10*time.Second))
 	if got := text("#checks"); !strings.Contains(got, "config is valid") {
 		t.Errorf("health checks %q", got)
 	}
