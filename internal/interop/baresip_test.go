@@ -91,14 +91,28 @@ func baresipNetns(t *testing.T, name string) {
 	if out, err := exec.Command("unshare", append(ns, "true")...).CombinedOutput(); err != nil {
 		t.Skipf("cannot create a user+network namespace here (%v): %s", err, bytes.TrimSpace(out))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	args := []string{os.Args[0], "-test.run=^" + top + "$/^" + name + "$", "-test.v", "-test.count=1", "-test.timeout=80s"}
-	cmd := exec.CommandContext(ctx, "unshare", append(ns[:len(ns):len(ns)], args...)...)
-	cmd.Env = append(os.Environ(), netnsEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		t.Log("netns: " + l)
+	var out []byte
+	var err error
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		cmd := exec.CommandContext(ctx, "unshare", append(ns[:len(ns):len(ns)], args...)...)
+		cmd.Env = append(os.Environ(), netnsEnv+"=1")
+		out, err = cmd.CombinedOutput()
+		cancel()
+		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			t.Logf("netns (attempt %d): %s", attempt, l)
+		}
+		// linphonec 5.1 segfaulted once in CI on a loaded machine, right
+		// after its ICE checks started (its getaddrinfo had just failed),
+		// and never in dozens of runs since. The crash that waphone's old
+		// answer caused (issue 17) came on every run, so one retry still
+		// catches that; a second crash fails.
+		if attempt == 1 && err != nil && bytes.Contains(out, []byte("linphonec died during the call: signal: segmentation fault")) {
+			t.Logf("linphonec crashed (a peer bug, see above): running %s once more", name)
+			continue
+		}
+		break
 	}
 	switch {
 	case err == nil && bytes.Contains(out, []byte("--- PASS: "+top+"/"+name+" (")):
