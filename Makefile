@@ -9,13 +9,18 @@ GOFLAGS_B := -trimpath -tags '$(TAGS)'
 PREFIX    ?= /usr
 DESTDIR   ?=
 
-.PHONY: bench-peers fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service check-board deb install test test-short lint demo interop bench fuzz deps clean
+.PHONY: bench-peers board-native fleet stress soak all build run arm64 armv7 armv6 release smoke-arm check-systemd check-buildroot check-service check-board deb install test test-short lint demo interop bench fuzz deps clean
 CONFIG    ?= /etc/waphone/waphone.toml
 
 all: build
 
 build:
 	$(GO) build $(GOFLAGS_B) -ldflags '$(LDFLAGS)' -o bin/waphone ./cmd/waphone
+
+# The board build's Go side for this machine (scripts/cross.sh's tags,
+# stripped; libopus and libc linked dynamically): what bench-peers measures.
+board-native:
+	$(GO) build -trimpath -tags '$(TAGS),nodemo,nethttpomithttp2' -ldflags '-s -w $(LDFLAGS)' -o bin/waphone-board ./cmd/waphone
 
 # Debian/Ubuntu packages the build and the tests need.
 deps:
@@ -73,8 +78,11 @@ bench:
 # Not part of `go test ./...` (tag benchpeers). BENCH_TALK=20s, RUNS=1.
 BENCH_TALK ?= 20s
 RUNS       ?= 1
-bench-peers: build
-	WAPHONE_BIN=$(CURDIR)/bin/waphone WAPHONE_BENCH_TALK=$(BENCH_TALK) \
+# It measures the board's build (board-native: the board tags, stripped) for
+# this machine; BENCH_BIN=bin/waphone measures the development build.
+BENCH_BIN  ?= bin/waphone-board
+bench-peers: board-native
+	WAPHONE_BIN=$(CURDIR)/$(BENCH_BIN) WAPHONE_BENCH_TALK=$(BENCH_TALK) \
 		$(GO) test -tags '$(TAGS) benchpeers' -count=$(RUNS) -timeout 30m -run 'TestBenchPeers|TestMouthToEar' -v ./internal/peerbench/
 
 fuzz:

@@ -63,8 +63,10 @@ fi
 
 # miniaudio without the decoders, encoders, engine and node graph (unused).
 ma_lean="-DMA_NO_DECODING -DMA_NO_ENCODING -DMA_NO_GENERATION -DMA_NO_RESOURCE_MANAGER -DMA_NO_NODE_GRAPH -DMA_NO_ENGINE"
-board_tags=",nodemo"
-[ "${DEMO:-0}" = 1 ] && board_tags=""
+# nethttpomithttp2: no bundled HTTP/2 in net/http (~0.55 MB; the console
+# and webhook servers speak HTTP/1.1 only, docs/build.md "Size").
+board_tags=",nodemo,nethttpomithttp2"
+[ "${DEMO:-0}" = 1 ] && board_tags=",nethttpomithttp2"
 
 version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}

@@ -23,6 +23,11 @@ go test -tags "$TAGS" -count=1 -run 'TestImpairedPathStillClear|TestSteadyStateA
 grep -E '^ *(---|ok|FAIL)|impair_test|allocation' "$out" || cat "$out"
 rm -f "$out"
 [ "$rc" -eq 0 ]
+# The board build's tags (scripts/cross.sh): it compiles, and the console
+# works in a real browser without net/http's bundled HTTP/2.
+BOARD_TAGS="$TAGS,nodemo,nethttpomithttp2"
+go vet -tags "$BOARD_TAGS" ./cmd/waphone ./web
+go test -tags "$BOARD_TAGS" -count=1 -run 'TestHTTP1Only|TestBrowserCall' ./web/
 
 # Shipping checks: the systemd unit, and the static ARM builds under qemu
 # (version on arm64/armv7/armv6, a whole demo call on arm64).

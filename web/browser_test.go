@@ -164,6 +164,21 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
+// TestHTTP1Only: the console never agrees to h2, which board builds
+// (nethttpomithttp2) cannot speak.
+func TestHTTP1Only(t *testing.T) {
+	con := newConsole(t, 22000)
+	addr := strings.TrimPrefix(con.url, "https://")
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}) // self-signed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+		t.Fatalf("ALPN chose %q, want http/1.1", got)
+	}
+}
+
 func TestLoginThrottleAndCrossOrigin(t *testing.T) {
 	con := newConsole(t, 23000)
 	// A client that guesses is refused, then throttled even with the right password.

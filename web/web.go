@@ -203,7 +203,13 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve serves HTTPS on ln until ctx ends, then waits for what it started.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ctx = ctx
+	// HTTP/1.1 only: board builds drop net/http's bundled HTTP/2
+	// (nethttpomithttp2, ~0.55 MB), yet ServeTLS would still offer h2 in
+	// ALPN and a browser that took it would be reset.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
 	srv := &http.Server{
+		Protocols:         &protos,
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

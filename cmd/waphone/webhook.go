@@ -69,7 +69,10 @@ func startWebhooks(ctx context.Context, listen, path, verifyTokenFile, appSecret
 	if err != nil {
 		return nil, fmt.Errorf("webhook.listen: %w", err)
 	}
+	var protos http.Protocols
+	protos.SetHTTP1(true) // as web.Serve: no h2 in ALPN, board builds have none
 	srv := &http.Server{
+		Protocols:         &protos,
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -13,8 +13,9 @@ WAPHONE_GOMOD = github.com/waphone/waphone
 WAPHONE_BUILD_TARGETS = cmd/waphone
 WAPHONE_DEPENDENCIES = opus alsa-lib
 # Opus without libopusfile; the pure-Go resolver avoids glibc NSS at run time.
-# nodemo: no demo, metasim or test PKI on the board (docs/build.md, "Size").
-WAPHONE_TAGS = nolibopusfile netgo osusergo nodemo
+# nodemo: no demo, metasim or test PKI on the board; nethttpomithttp2: no
+# bundled HTTP/2 (the console speaks HTTP/1.1) (docs/build.md, "Size").
+WAPHONE_TAGS = nolibopusfile netgo osusergo nodemo nethttpomithttp2
 WAPHONE_MA_LEAN = -DMA_NO_DECODING -DMA_NO_ENCODING -DMA_NO_GENERATION -DMA_NO_RESOURCE_MANAGER -DMA_NO_NODE_GRAPH -DMA_NO_ENGINE
 WAPHONE_LDFLAGS = -X main.version=$(WAPHONE_VERSION)
 # miniaudio links ALSA directly instead of dlopen()ing it, and leaves out
