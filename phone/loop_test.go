@@ -380,7 +380,7 @@ func TestHangupWhileDialing(t *testing.T) {
 	go func() { errc <- r.phone.Call(context.Background(), user) }()
 	r.waitState(t, phone.Ringback)
 	if a, err := r.phone.Press(phone.InShortPress); err != nil || a != phone.DoCancel {
-		t.Fatalf("press while ringback: %s %v", a, err)
+		t.Fatalf("press while ringback: %s %v (status %+v, last call %+v)", a, err, r.phone.Status().State, r.phone.Status().LastCall)
 	}
 	if err := <-errc; err == nil {
 		t.Fatal("Call succeeded after a hang-up")

@@ -220,7 +220,14 @@ func (p *Phone) send(c *call, in input) result {
 	case r := <-in.reply:
 		return r
 	case <-c.done:
-		return ignored
+		// An input that ended the call is answered before the call
+		// finishes: both may be ready, and select picks either.
+		select {
+		case r := <-in.reply:
+			return r
+		default:
+			return ignored
+		}
 	}
 }
 
