@@ -152,24 +152,37 @@ func TestDTLSBadFingerprint(t *testing.T) {
 	t.Logf("ended: %v", a.Err())
 }
 
-// TestForPion: a SIP peer's WebRTC SDP (baresip's shape: a=setup and
-// a=fingerprint at session level, no a=mid) is adapted to what pion reads;
-// Meta's shape (media-level setup, a mid) is left alone.
-func TestForPion(t *testing.T) {
-	baresip := "v=0\r\no=- 1 2 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\n" +
-		"a=fingerprint:sha-256 AA:BB\r\na=setup:active\r\na=ice-ufrag:x\r\n" +
-		"m=audio 4000 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:1 cname:y\r\n"
-	got := string(forPion([]byte(baresip)))
-	m := strings.Index(got, "m=audio")
-	if strings.Contains(got[:m], "a=setup") || !strings.Contains(got[m:], "a=setup:active\r\n") || !strings.Contains(got[m:], "a=mid:0\r\n") {
-		t.Fatalf("setup not moved into the media section or no mid:\n%s", got)
+// TestPeerICELevels: a SIP peer's WebRTC SDP (baresip's shape: a=setup,
+// a=fingerprint and ICE credentials at session level, no a=mid) is read
+// as well as Meta's (all in the media section); our answer takes the role
+// the session-level a=setup leaves us.
+func TestPeerICELevels(t *testing.T) {
+	fp := "sha-256 " + strings.TrimSuffix(strings.Repeat("AB:", 32), ":")
+	baresip := "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
+		"a=fingerprint:" + fp + "\r\na=setup:active\r\na=ice-ufrag:xyzw\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n" +
+		"m=audio 4000 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-mux\r\na=ssrc:1 cname:y\r\n"
+	sd, nerr := parseSDP([]byte(baresip))
+	if nerr != nil {
+		t.Fatal(nerr)
 	}
-	if !strings.Contains(got[:m], "a=fingerprint:sha-256 AA:BB") || !strings.HasSuffix(got, "\r\n") {
-		t.Fatalf("session-level fingerprint lost or bad ending:\n%s", got)
+	p := peerICE(sd, sd.MediaDescriptions[0])
+	if p.ufrag != "xyzw" || p.pwd != "abcdefghijklmnopqrstuvwx" || len(p.fingerprints) != 1 || p.fingerprints[0] != fp {
+		t.Fatalf("session-level ICE/DTLS parameters not read: %+v", p)
 	}
-	meta := guideMetaOfferDTLS
-	if n, _ := normalizeSDP([]byte(meta)); string(forPion(n)) != string(n) {
-		t.Fatalf("Meta's offer changed:\n%s", forPion(n))
+	s, ans, err := Answer(testConfig(), []byte(baresip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.Contains(string(ans), "a=setup:passive\r\n") || strings.Contains(string(ans), "a=mid") {
+		t.Fatalf("answer to a session-level setup:active:\n%s", ans)
+	}
+	if tr := s.tr.(*dtlsTransport); tr.peer.controlling || tr.peer.dtlsClient {
+		t.Fatalf("roles toward a full-ICE active peer: %+v", tr.peer)
+	}
+	sd, _ = parseSDP([]byte(guideMetaOfferDTLS))
+	if p := peerICE(sd, sd.MediaDescriptions[0]); p.ufrag != "RmDDkfzkwbexPfbC" || len(p.fingerprints) != 1 {
+		t.Fatalf("Meta's media-level parameters: %+v", p)
 	}
 }
 

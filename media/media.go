@@ -3,8 +3,8 @@
 // Opus PLC/FEC, RFC 4733 telephone-events and RTCP quality figures.
 //
 // SRTP is keyed one of two ways, chosen once at negotiation: DTLS-SRTP
-// with ICE on pion/webrtc (Meta's default; we are the controlling ICE
-// agent and the DTLS client), or SDES (a=crypto) on one UDP socket with
+// with ICE on pion/ice, pion/dtls and pion/srtp (Meta's default; toward
+// Meta we are the controlling ICE agent and the DTLS client), or SDES (a=crypto) on one UDP socket with
 // rtcp-mux and symmetric RTP. Everything else is the same code for both.
 //
 // Meta expects the business to send the first SRTP packet, so Start sends one

@@ -108,9 +108,10 @@ func (s *Session) setAnswerSDES(t *sdesTransport, answer []byte) error {
 // Answer accepts an inbound call's offer. For an SDES offer it mirrors the
 // offered Opus and telephone-event payload types, answers the chosen
 // a=crypto tag with a fresh key and opens the RTP socket; a DTLS-SRTP offer
-// (Meta's default) is answered through pion (ICE, DTLS: the client toward
-// ICE-lite peers like Meta, the server toward others, see answerSetup) and
-// conformAnswer. Either answer follows the offer/answer rules
+// (Meta's default) is answered with our ICE agent's credentials and
+// candidates and our certificate's fingerprint (DTLS: the client toward
+// ICE-lite peers like Meta, the server toward others, see answerSetup),
+// written by buildDTLSSDP. Either answer follows the offer/answer rules
 // (TestAnswerConformance).
 func Answer(cfg Config, offer []byte) (*Session, []byte, error) {
 	if _, err := cfg.keyExchange(); err != nil {

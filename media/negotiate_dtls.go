@@ -3,24 +3,20 @@ package media
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/sdp/v3"
-	"github.com/pion/webrtc/v4"
 )
 
-// Offer/answer for DTLS-SRTP: pion/webrtc makes the ICE credentials and
-// candidates, the fingerprint and the setup role. We adapt what SIP peers
-// send to what pion reads (forPion, offerForPion), and build our answer
-// from the offer by the offer/answer rules (conformAnswer): pion's own
-// answer is a WebRTC one (BUNDLE, mid, SAVPF, 0.0.0.0) whatever the offer.
-
-const gatherTimeout = 2 * time.Second // no trickle over SIP: gather before answering
+// Offer/answer for DTLS-SRTP. The transport (transport_dtls.go) gives the
+// ICE credentials, candidates and certificate fingerprint; this file reads
+// the peer's ICE and DTLS parameters and writes our SDP by the
+// offer/answer rules, for Meta and for SIP endpoints alike
+// (docs/interop.md has what each peer needs).
 
 // isDTLSOffer: a fingerprint and no a=crypto means DTLS-SRTP.
 func isDTLSOffer(sd *sdp.SessionDescription) bool {
@@ -53,15 +49,36 @@ func answerDTLS(cfg Config, raw []byte, sd *sdp.SessionDescription) (*Session, [
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := newDTLSTransport(cfg, &s.rx, s.log, uint8(opusPT), opus.fmtp, dtmfPT)
+	t, err := newDTLSTransport(cfg, &s.rx, s.log)
 	if err != nil {
 		return nil, nil, err
 	}
 	s.tr = t
 	s.local.opusPT, s.local.dtmfPT = uint8(opusPT), dtmfPT
-	// Before the offer reaches pion: the peer may connect and send at once.
+	om := sd.MediaDescriptions[idx]
 	s.setRemote(&remoteDesc{opusPT: uint8(opusPT), opus: opus, dtmfPT: dtmfPT})
-	b, err := answerWithPion(cfg, t, raw, sd, idx)
+	setup := answerSetup(sd, om)
+	t.peer = peerICE(sd, om)
+	// RFC 8445 §6.1.1: the offerer controls, unless it is ICE-lite (Meta).
+	t.peer.controlling = hasAttr(sd.Attributes, "ice-lite") || hasAttr(om.Attributes, "ice-lite")
+	t.peer.dtlsClient = setup == "active"
+	t.addRemoteCandidates(attrValues(om, "candidate"), fallbackCandidate(sd, om))
+	dtmf := codecs(om)[dtmfPT]
+	desc := dtlsDesc{
+		opusPT: uint8(opusPT), opusFmtp: opus.fmtp, dtmfPT: dtmfPT, dtmf: dtmf,
+		protos: om.MediaName.Protos, setup: setup,
+		rtcpMux:   hasAttr(om.Attributes, "rtcp-mux"),
+		msid:      hasAttr(sd.Attributes, "msid-semantic") || hasAttr(om.Attributes, "msid"),
+		direction: answerDirection(direction(sd, om)),
+	}
+	if mid, ok := om.Attribute("mid"); ok { // RFC 5888 §9.1: a mid in the answer only if offered
+		desc.mid, desc.bundle = mid, bundleHas(sd, mid)
+	}
+	want6 := false
+	if ip, nerr := connAddr(sd, om); nerr == nil {
+		want6 = ip.Is6()
+	}
+	b, err := buildDTLSSDP(t, desc, want6, sd, idx)
 	if err != nil {
 		s.Close()
 		return nil, nil, err
@@ -101,32 +118,6 @@ func offeredCodecs(md *sdp.MediaDescription) (opusPT int, opus codecInfo, dtmfPT
 	return opusPT, opus, dtmfPT
 }
 
-// answerWithPion runs the offer's audio section through pion (ICE
-// credentials, candidates, DTLS certificate and role) and builds our answer
-// from the offer and what pion wrote (conformAnswer).
-func answerWithPion(cfg Config, t *dtlsTransport, raw []byte, offer *sdp.SessionDescription, idx int) ([]byte, error) {
-	norm, err := normalizeSDP(raw) // pion wants CRLF lines in RFC order
-	if err != nil {
-		return nil, badSDP("%v", err)
-	}
-	po, err := offerForPion(norm, idx)
-	if err != nil {
-		return nil, badSDP("%v", err)
-	}
-	if err := t.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(po)}); err != nil {
-		return nil, notAcceptable("WebRTC offer not usable: %v", err)
-	}
-	ans, err := t.pc.CreateAnswer(nil)
-	if err != nil {
-		return nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
-	}
-	b, err := gatherLocal(t, ans)
-	if err != nil { // pion could not apply its own answer: the offer is what it cannot use
-		return nil, notAcceptable("cannot answer the WebRTC offer: %v", err)
-	}
-	return conformAnswer(cfg, offer, idx, b)
-}
-
 // answerSetup is our DTLS role (RFC 5763 §5, RFC 4145): the opposite of
 // an offer's active or passive; for actpass the client (active) toward
 // ICE-lite peers, as Meta requires, else the server (passive): pion's
@@ -151,187 +142,174 @@ func answerSetup(offer *sdp.SessionDescription, om *sdp.MediaDescription) string
 	return "active"
 }
 
-// offerForPion is the offer as pion can answer it: only the audio section
-// we take (pion answers every section on its one ICE/DTLS transport, and
-// rejects with port 0 every section outside the offer's BUNDLE group),
-// with a mid and a=setup of its own (forPion) and a BUNDLE group of just
-// that section. What pion then writes about the sections it never saw, the
-// mid and the group is decided by conformAnswer from the real offer.
-func offerForPion(norm []byte, idx int) ([]byte, error) {
-	var sd sdp.SessionDescription
-	if err := sd.Unmarshal(forPion(norm)); err != nil {
-		return nil, fmt.Errorf("offer for pion: %w", err)
+// peerICE reads the peer's ICE credentials and certificate fingerprints,
+// media level first, then session level (baresip writes them there).
+func peerICE(sd *sdp.SessionDescription, md *sdp.MediaDescription) dtlsPeer {
+	attr := func(key string) string {
+		if v, ok := md.Attribute(key); ok {
+			return strings.TrimSpace(v)
+		}
+		v, _ := sd.Attribute(key)
+		return strings.TrimSpace(v)
 	}
-	if idx < 0 || idx >= len(sd.MediaDescriptions) {
-		return nil, fmt.Errorf("offer for pion: no media section %d", idx)
-	}
-	md := sd.MediaDescriptions[idx]
-	mid, _ := md.Attribute("mid")
-	sd.MediaDescriptions = []*sdp.MediaDescription{md}
-	if answerSetup(&sd, md) == "passive" {
-		// pion takes the role from the offer: "the peer is the client".
-		// (It still writes its configured setup:active; conformAnswer
-		// writes the role it takes.)
-		for i, a := range md.Attributes {
-			if strings.EqualFold(a.Key, "setup") {
-				md.Attributes[i].Value = "active"
+	p := dtlsPeer{ufrag: attr("ice-ufrag"), pwd: attr("ice-pwd")}
+	p.fingerprints = attrValues(md, "fingerprint")
+	if len(p.fingerprints) == 0 {
+		for _, a := range sd.Attributes {
+			if strings.EqualFold(a.Key, "fingerprint") {
+				p.fingerprints = append(p.fingerprints, a.Value)
 			}
 		}
 	}
-	attrs := sd.Attributes[:0:0]
-	for _, a := range sd.Attributes {
-		if !strings.EqualFold(a.Key, "group") {
-			attrs = append(attrs, a)
-		}
-	}
-	sd.Attributes = append(attrs, sdp.NewAttribute("group", "BUNDLE "+mid))
-	b, err := sd.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("offer for pion: %w", err)
-	}
-	return b, nil
+	return p
 }
 
-// conformAnswer builds our answer from the peer's offer and pion's answer
-// to the audio section alone: this is the one place where pion's WebRTC
-// SDP is made an answer by the offer/answer rules, for Meta and for SIP
-// endpoints alike (docs/interop.md has what each broke). From pion it
-// takes only the transport and codec attributes of the audio section.
-func conformAnswer(cfg Config, offer *sdp.SessionDescription, idx int, pionSDP []byte) ([]byte, error) {
-	var local sdp.SessionDescription
-	if err := local.Unmarshal(pionSDP); err != nil {
-		return nil, fmt.Errorf("media: pion's answer: %w", err)
+func attrValues(md *sdp.MediaDescription, key string) []string {
+	var v []string
+	for _, a := range md.Attributes {
+		if strings.EqualFold(a.Key, key) {
+			v = append(v, a.Value)
+		}
 	}
-	if len(local.MediaDescriptions) != 1 || local.MediaDescriptions[0].MediaName.Port.Value == 0 {
-		return nil, notAcceptable("pion rejected the offered audio stream")
+	return v
+}
+
+// fallbackCandidate is the c=/m= address of a section (zero if unusable): the
+// peer's candidate when it lists none.
+func fallbackCandidate(sd *sdp.SessionDescription, md *sdp.MediaDescription) netip.AddrPort {
+	ip, nerr := connAddr(sd, md)
+	if nerr != nil || ip.IsUnspecified() || md.MediaName.Port.Value <= 0 || md.MediaName.Port.Value > 65535 {
+		return netip.AddrPort{}
 	}
-	pm, om := local.MediaDescriptions[0], offer.MediaDescriptions[idx]
-	want6 := false
-	if ip, nerr := connAddr(offer, om); nerr == nil {
-		want6 = ip.Is6() && !ip.Is4In6()
-	}
-	ip, port, ok := defaultCandidateOf(pm, want6)
+	return netip.AddrPortFrom(ip, uint16(md.MediaName.Port.Value))
+}
+
+// dtlsDesc is what goes into our DTLS-SRTP SDP besides the transport's
+// ICE and DTLS parameters.
+type dtlsDesc struct {
+	opusPT    uint8
+	opusFmtp  string
+	dtmfPT    int // -1 if none
+	dtmf      codecInfo
+	protos    []string
+	mid       string // "" if the offer had none
+	bundle    bool   // a BUNDLE group of our one section
+	setup     string // actpass (offer), active or passive
+	rtcpMux   bool
+	msid      bool // WebRTC peers (Meta) name streams with msid
+	direction string
+}
+
+// buildDTLSSDP writes our offer (offer nil) or answer. For an answer,
+// every offered m= line gets one back in order (RFC 3264 §6), the ones we
+// do not take with port 0.
+func buildDTLSSDP(t *dtlsTransport, d dtlsDesc, want6 bool, offer *sdp.SessionDescription, idx int) ([]byte, error) {
+	cands := t.localCandidates()
+	ip, port, ok := defaultCandidateOf(cands, want6)
 	if !ok {
 		return nil, notAcceptable("no ICE candidate gathered to answer with")
 	}
-	offerMux := hasAttr(om.Attributes, "rtcp-mux")
-	offerMsid := hasAttr(offer.Attributes, "msid-semantic") || hasAttr(om.Attributes, "msid")
-	feedback := strings.HasSuffix(strings.ToUpper(strings.Join(om.MediaName.Protos, "/")), "F")
-	mid, hasMid := om.Attribute("mid")
-
-	am := &sdp.MediaDescription{MediaName: sdp.MediaName{
-		// RFC 8839 §4.2.1.1: m=/c= carry the default candidate (pion
-		// writes "9" and 0.0.0.0, which SIP endpoints read as no ICE).
-		// RFC 3264 §6: the answer keeps the offer's transport protocol
-		// (linphone's UDP/TLS/RTP/SAVP must not come back as SAVPF).
-		Media: pm.MediaName.Media, Port: sdp.RangedPort{Value: port},
-		Protos: om.MediaName.Protos, Formats: pm.MediaName.Formats,
-	}}
-	if hasMid { // RFC 5888 §9.1: a mid in the answer only if the offer had one
-		am.Attributes = append(am.Attributes, sdp.NewAttribute("mid", mid))
-	}
-	for _, a := range pm.Attributes {
-		switch strings.ToLower(a.Key) {
-		case "mid":
-			continue
-		case "setup": // pion writes its configured role, not the one it takes
-			a = sdp.NewAttribute("setup", answerSetup(offer, om))
-		case "rtcp-mux": // RFC 5761 §5.1.1: only if offered
-			if !offerMux {
-				continue
-			}
-		case "rtcp-rsize": // RFC 5506 §5: only if offered
-			if !hasAttr(om.Attributes, "rtcp-rsize") {
-				continue
-			}
-		case "rtcp-fb": // RFC 4585 §4.2: AVPF profiles only
-			if !feedback {
-				continue
-			}
-		case "candidate": // RFC 5761 §5.1.3: with rtcp-mux, no RTCP (component 2) candidates
-			if f := strings.Fields(a.Value); offerMux && len(f) > 1 && f[1] != "1" {
-				continue
-			}
-		case "msid": // RFC 8830: for peers that use msid (WebRTC, Meta)
-			if !offerMsid {
-				continue
-			}
-		case "ssrc":
-			if _, v, _ := strings.Cut(a.Value, " "); !offerMsid && !strings.HasPrefix(v, "cname:") {
-				continue
-			}
-		}
-		am.Attributes = append(am.Attributes, a)
-	}
-	if !offerMux {
-		// pion sends and takes RTCP on the RTP socket, and answers ICE
-		// checks for its component-2 candidates there (the same address):
-		// RFC 3605 says so to a peer that did not offer rtcp-mux.
-		am.Attributes = append(am.Attributes, sdp.NewAttribute("rtcp", fmt.Sprintf("%d IN %s %s", port, addrType(ip), ip)))
-	}
-
-	ans := &sdp.SessionDescription{
-		Version: 0,
-		// RFC 4566 §5.2: o= names our address, not pion's 0.0.0.0. The
-		// session version stays: we answer once and repeat these bytes
-		// (183, 200, re-INVITE).
+	af := addrType(ip)
+	id := uint64(t.ourSSRC)<<16 | uint64(len(cands)) // any number; we answer once and repeat these bytes
+	sd := &sdp.SessionDescription{
 		Origin: sdp.Origin{
-			Username: "-", SessionID: local.Origin.SessionID, SessionVersion: local.Origin.SessionVersion,
-			NetworkType: "IN", AddressType: addrType(ip), UnicastAddress: ip.String(),
+			Username: "-", SessionID: id, SessionVersion: 2,
+			NetworkType: "IN", AddressType: af, UnicastAddress: ip.String(), // RFC 4566 §5.2: our address
 		},
 		SessionName:           "-",
-		ConnectionInformation: &sdp.ConnectionInformation{NetworkType: "IN", AddressType: addrType(ip), Address: &sdp.Address{Address: ip.String()}},
+		ConnectionInformation: &sdp.ConnectionInformation{NetworkType: "IN", AddressType: af, Address: &sdp.Address{Address: ip.String()}},
 		TimeDescriptions:      []sdp.TimeDescription{{}},
 	}
-	if hasMid && bundleHas(offer, mid) {
-		// RFC 8843 §7.3: a group only if offered, with only the sections we accept.
-		ans.Attributes = append(ans.Attributes, sdp.NewAttribute("group", "BUNDLE "+mid))
+	if d.bundle { // RFC 8843 §7.3: in an answer only if offered, with only the sections we accept
+		sd.Attributes = append(sd.Attributes, sdp.NewAttribute("group", "BUNDLE "+d.mid))
 	}
-	for _, a := range local.Attributes {
-		switch strings.ToLower(a.Key) {
-		case "group", "ice-lite":
-			continue
-		case "msid-semantic":
-			if !offerMsid {
-				continue
+	if d.msid {
+		sd.Attributes = append(sd.Attributes, sdp.NewAttribute("msid-semantic", "WMS *"))
+	}
+	sd.Attributes = append(sd.Attributes, sdp.NewAttribute("fingerprint", t.fp))
+
+	formats := []string{strconv.Itoa(int(d.opusPT))}
+	if d.dtmfPT >= 0 {
+		formats = append(formats, strconv.Itoa(d.dtmfPT))
+	}
+	// RFC 8839 §4.2.1.1: m=/c= carry the default candidate (SIP endpoints
+	// read them; 0.0.0.0 and port 9 would mean "no ICE" to baresip).
+	am := &sdp.MediaDescription{MediaName: sdp.MediaName{Media: "audio", Port: sdp.RangedPort{Value: port}, Protos: d.protos, Formats: formats}}
+	add := func(k, v string) { am.Attributes = append(am.Attributes, sdp.NewAttribute(k, v)) }
+	flag := func(k string) { am.Attributes = append(am.Attributes, sdp.NewPropertyAttribute(k)) }
+	if d.mid != "" {
+		add("mid", d.mid)
+	}
+	add("setup", d.setup)
+	add("ice-ufrag", t.ufrag)
+	add("ice-pwd", t.pwd)
+	if d.rtcpMux { // RFC 5761 §5.1.1: in an answer only if offered
+		flag("rtcp-mux")
+	}
+	add("rtpmap", fmt.Sprintf("%d opus/48000/2", d.opusPT))
+	if d.opusFmtp != "" {
+		add("fmtp", fmt.Sprintf("%d %s", d.opusPT, d.opusFmtp))
+	}
+	if d.dtmfPT >= 0 {
+		add("rtpmap", fmt.Sprintf("%d %s", d.dtmfPT, d.dtmf.rtpmap()))
+		if d.dtmf.hasFmtp {
+			add("fmtp", fmt.Sprintf("%d %s", d.dtmfPT, d.dtmf.fmtp))
+		}
+	}
+	add("ptime", "20")
+	add("ssrc", fmt.Sprintf("%d cname:waphone", t.ourSSRC))
+	if d.msid { // RFC 8830
+		add("ssrc", fmt.Sprintf("%d msid:waphone audio", t.ourSSRC))
+		add("msid", "waphone audio")
+	}
+	flag(d.direction)
+	for _, c := range cands {
+		line := c.Marshal()
+		add("candidate", line)
+		if !d.rtcpMux {
+			// Without rtcp-mux a full-ICE peer (baresip) checks component 2
+			// too: the same socket answers it, as RFC 3605's a=rtcp says.
+			if f := strings.Fields(line); len(f) > 1 {
+				f[1] = "2"
+				add("candidate", strings.Join(f, " "))
 			}
 		}
-		ans.Attributes = append(ans.Attributes, a)
 	}
-	// RFC 3264 §6: one m= line per offered one, in order; the others rejected.
-	for i, o := range offer.MediaDescriptions {
-		if i == idx {
-			ans.MediaDescriptions = append(ans.MediaDescriptions, am)
-			continue
+	flag("end-of-candidates")
+	if !d.rtcpMux {
+		add("rtcp", fmt.Sprintf("%d IN %s %s", port, af, ip))
+	}
+	if offer == nil {
+		sd.MediaDescriptions = []*sdp.MediaDescription{am}
+	} else {
+		for i, o := range offer.MediaDescriptions {
+			if i == idx {
+				sd.MediaDescriptions = append(sd.MediaDescriptions, am)
+				continue
+			}
+			sd.MediaDescriptions = append(sd.MediaDescriptions, rejectedSection(o))
 		}
-		ans.MediaDescriptions = append(ans.MediaDescriptions, rejectedSection(o))
 	}
-	b, err := ans.Marshal()
+	b, err := sd.Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("media: marshal answer: %w", err)
+		return nil, fmt.Errorf("media: marshal sdp: %w", err)
 	}
 	return b, nil
 }
 
-// defaultCandidateOf is the default candidate of a section (RFC 8839
-// §4.2.1.2): the server-reflexive one when STUN gave us one (the address
-// most likely to work from outside a NAT), else the first host one; of the
-// family the peer's c= uses if we have one.
-func defaultCandidateOf(md *sdp.MediaDescription, want6 bool) (netip.Addr, int, bool) {
+// defaultCandidateOf is our default candidate (RFC 8839 §4.2.1.2): the
+// server-reflexive one when STUN gave us one (the address most likely to
+// work from outside a NAT), else the first host one; of the family the
+// peer's c= uses if we have one.
+func defaultCandidateOf(cands []ice.Candidate, want6 bool) (netip.Addr, int, bool) {
 	var best netip.Addr
 	bestPort, bestRank := 0, -1
-	for _, a := range md.Attributes {
-		if !strings.EqualFold(a.Key, "candidate") {
+	for _, c := range cands {
+		if c.Component() != 1 || !c.NetworkType().IsUDP() {
 			continue
 		}
-		// foundation component transport priority address port typ type
-		f := strings.Fields(a.Value)
-		if len(f) < 8 || f[1] != "1" || !strings.EqualFold(f[2], "udp") || f[6] != "typ" {
-			continue
-		}
-		ip, err := netip.ParseAddr(f[4])
-		port, perr := strconv.Atoi(f[5])
-		if err != nil || perr != nil || port <= 0 || port > 65535 {
+		ip, err := netip.ParseAddr(c.Address())
+		if err != nil || c.Port() <= 0 || c.Port() > 65535 {
 			continue
 		}
 		ip = ip.Unmap()
@@ -339,13 +317,15 @@ func defaultCandidateOf(md *sdp.MediaDescription, want6 bool) (netip.Addr, int, 
 		if ip.Is6() == want6 {
 			rank += 2
 		}
-		if f[7] == "srflx" {
+		switch c.Type() {
+		case ice.CandidateTypeServerReflexive:
 			rank++
-		} else if f[7] != "host" {
+		case ice.CandidateTypeHost:
+		default:
 			continue
 		}
 		if rank > bestRank {
-			best, bestPort, bestRank = ip, port, rank
+			best, bestPort, bestRank = ip, c.Port(), rank
 		}
 	}
 	return best, bestPort, bestRank >= 0
@@ -357,47 +337,64 @@ func offerDTLS(cfg Config) (*Session, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	// Only useinbandfec: pion matches codecs by fmtp, and Meta's answer says
-	// minptime=20, maxplaybackrate=16000... which must not contradict ours.
-	t, err := newDTLSTransport(cfg, &s.rx, s.log, offerOpusPT, "useinbandfec=1", offerDTMFPT)
+	t, err := newDTLSTransport(cfg, &s.rx, s.log)
 	if err != nil {
 		return nil, nil, err
 	}
 	s.tr = t
 	s.local.opusPT, s.local.dtmfPT = offerOpusPT, offerDTMFPT
-	off, err := t.pc.CreateOffer(nil)
-	if err != nil {
-		s.Close()
-		return nil, nil, fmt.Errorf("media: offer: %w", err)
-	}
-	b, err := gatherLocal(t, off)
+	b, err := buildDTLSSDP(t, dtlsDesc{
+		// Only useinbandfec: Meta's answer says minptime=20,
+		// maxplaybackrate=16000… which must not contradict ours.
+		opusPT: offerOpusPT, opusFmtp: "useinbandfec=1",
+		dtmfPT: offerDTMFPT, dtmf: codecInfo{name: "telephone-event", clock: 8000, fmtp: "0-16", hasFmtp: true},
+		protos: []string{"UDP", "TLS", "RTP", "SAVPF"}, mid: "0", bundle: true, setup: "actpass",
+		rtcpMux: true, msid: true, direction: "sendrecv",
+	}, false, nil, 0)
 	if err != nil {
 		s.Close()
 		return nil, nil, err
 	}
-	b = defaultCandidate(b)
 	s.localSDP, s.offerer = b, true
 	s.codec = codecName(offerOpusPT, true)
 	return s, bytes.Clone(b), nil
 }
 
-// setAnswerDTLS applies Meta's ICE-lite answer to our offer (s.mu held).
+// setAnswerDTLS applies the peer's answer (Meta's is ICE-lite) to our
+// offer (s.mu held). The same answer again (183, then 200) is fine; one
+// with other ICE or DTLS parameters is refused.
 func (s *Session) setAnswerDTLS(t *dtlsTransport, answer []byte) error {
-	norm, err := normalizeSDP(answer)
-	if err != nil {
-		return badSDP("%v", err)
+	sd, nerr := parseSDP(answer)
+	if nerr != nil {
+		return nerr
 	}
-	norm = forPion(norm)
-	opus, dtmfPT := codecInfo{}, -1
-	if sd, nerr := parseSDP(answer); nerr == nil {
-		opus, dtmfPT = answeredCodecs(sd)
+	idx := firstAudio(sd)
+	if idx < 0 {
+		return &NegotiationError{Status: 488, Reason: "the answer rejects our audio stream"}
 	}
-	// Set before pion may fire OnTrack (from inside SetRemoteDescription).
+	md := sd.MediaDescriptions[idx]
+	if nerr := checkDTLSOffer(sd, md); nerr != nil { // the same rules hold for an answer
+		return &NegotiationError{Status: 488, Reason: "DTLS answer not usable: " + nerr.Reason}
+	}
+	p := peerICE(sd, md)
+	p.controlling = true // RFC 8445 §6.1.1: the offerer
+	// RFC 5763 §5: the answerer says active (it is the client) or passive.
+	// No a=setup: we stay the client (pion/webrtc's choice, kept).
+	v, ok := md.Attribute("setup")
+	if !ok {
+		v, _ = sd.Attribute("setup")
+	}
+	p.dtlsClient = !strings.EqualFold(strings.TrimSpace(v), "active")
+	if t.peer.ufrag != "" {
+		if t.peer.ufrag != p.ufrag || t.peer.pwd != p.pwd || !slices.Equal(t.peer.fingerprints, p.fingerprints) || t.peer.dtlsClient != p.dtlsClient {
+			return &NegotiationError{Status: 488, Reason: "a second answer with other ICE/DTLS parameters"}
+		}
+		return nil
+	}
+	opus, dtmfPT := answeredCodecs(sd)
 	s.setRemote(&remoteDesc{opusPT: offerOpusPT, opus: opus, dtmfPT: dtmfPT})
-	if err := t.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(norm)}); err != nil {
-		s.setRemote(nil)
-		return &NegotiationError{Status: 488, Reason: "WebRTC answer not usable: " + err.Error()}
-	}
+	t.peer = p
+	t.addRemoteCandidates(attrValues(md, "candidate"), fallbackCandidate(sd, md))
 	return nil
 }
 
@@ -416,93 +413,4 @@ func answeredCodecs(sd *sdp.SessionDescription) (opus codecInfo, dtmfPT int) {
 		}
 	}
 	return opus, dtmfPT
-}
-
-// gatherLocal sets our description and waits (bounded) for host
-// candidates: SIP has no trickle, so they must be in the SDP.
-func gatherLocal(t *dtlsTransport, desc webrtc.SessionDescription) ([]byte, error) {
-	done := webrtc.GatheringCompletePromise(t.pc)
-	if err := t.pc.SetLocalDescription(desc); err != nil {
-		return nil, fmt.Errorf("media: local description: %w", err)
-	}
-	select {
-	case <-done:
-	case <-time.After(gatherTimeout):
-		t.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
-	}
-	return []byte(t.pc.LocalDescription().SDP), nil
-}
-
-var (
-	candRE      = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host`)
-	srflxCandRE = regexp.MustCompile(`(?m)^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ srflx`)
-	mPortRE     = regexp.MustCompile(`(?m)^m=audio 9 `)
-	cNullRE     = regexp.MustCompile(`(?m)^c=IN IP4 0\.0\.0\.0`)
-	oNullRE     = regexp.MustCompile(`(?m)^(o=\S+ \d+ \d+ IN) IP4 0\.0\.0\.0`)
-)
-
-// defaultCandidate (our offers) puts our default candidate in c= and m= (RFC 8839
-// §4.2.1.1): the server-reflexive one when STUN gave us one (the address
-// most likely to work from outside a NAT, §4.2.1.2), else the first host
-// one. pion leaves "0.0.0.0 9" there, which WebRTC peers ignore but SIP
-// endpoints read: baresip, for one, then decides the peer has no ICE.
-func defaultCandidate(sdp []byte) []byte {
-	m := srflxCandRE.FindSubmatch(sdp)
-	if m == nil {
-		m = candRE.FindSubmatch(sdp)
-	}
-	if m == nil {
-		return sdp
-	}
-	ip := net.ParseIP(string(m[1]))
-	if ip == nil {
-		return sdp
-	}
-	af := "IP4"
-	if ip.To4() == nil {
-		af = "IP6"
-	}
-	sdp = mPortRE.ReplaceAll(sdp, []byte("m=audio "+string(m[2])+" "))
-	sdp = oNullRE.ReplaceAll(sdp, []byte("${1} "+af+" "+ip.String())) // RFC 4566 §5.2: our address
-	return cNullRE.ReplaceAll(sdp, []byte("c=IN "+af+" "+ip.String()))
-}
-
-// forPion adapts a normalized SIP peer's SDP to what pion reads: SIP
-// endpoints that are not WebRTC (baresip) put a=setup at session level,
-// which RFC 4145 allows but pion reads only in media sections, and write
-// no a=mid, without which pion rejects an offer and ignores the a=ssrc of
-// an answer (every RTP packet is then dropped). A missing mid becomes the
-// section's index, which is what pion numbers its own sections.
-func forPion(norm []byte) []byte {
-	lines := strings.Split(strings.TrimSuffix(string(norm), "\r\n"), "\r\n")
-	var out []string
-	setup, section, inMedia, hasMid, hasSetup := "", -1, false, false, false
-	flush := func() {
-		if !inMedia {
-			return
-		}
-		if !hasMid {
-			out = append(out, fmt.Sprintf("a=mid:%d", section))
-		}
-		if !hasSetup && setup != "" {
-			out = append(out, setup)
-		}
-	}
-	for _, l := range lines {
-		switch {
-		case strings.HasPrefix(l, "m="):
-			flush()
-			section, inMedia, hasMid, hasSetup = section+1, true, false, false
-		case !inMedia && strings.HasPrefix(l, "a=setup:"):
-			setup = l
-			continue
-		case strings.HasPrefix(l, "a=mid:"):
-			hasMid = true
-		case strings.HasPrefix(l, "a=setup:"):
-			hasSetup = true
-		}
-		out = append(out, l)
-	}
-	flush()
-	return []byte(strings.Join(out, "\r\n") + "\r\n")
 }

@@ -10,8 +10,7 @@ import (
 	"github.com/pion/sdp/v3"
 )
 
-// Our SDES SDP, offer or answer. (In DTLS mode pion writes our offer and
-// conformAnswer our answer.)
+// Our SDES SDP, offer or answer. (DTLS-SRTP's is buildDTLSSDP's.)
 
 // localDesc is what goes into our SDP.
 type localDesc struct {

@@ -12,8 +12,8 @@ import (
 // one of its two implementations and never changes it:
 //   - sdesTransport: one UDP socket, SRTP keyed from a=crypto (RFC 4568),
 //     rtcp-mux and symmetric RTP;
-//   - dtlsTransport: pion/webrtc, ICE as the controlling agent and
-//     DTLS-SRTP.
+//   - dtlsTransport: a pion/ice agent, pion/dtls over its selected pair
+//     and SRTP contexts keyed from the handshake.
 //
 // Inbound packets flow the other way: each transport is given the session's
 // receiver when it is made and hands it every authenticated packet from its

@@ -2,10 +2,13 @@ package media
 
 import (
 	"context"
-	"encoding/binary"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,340 +16,556 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/fingerprint"
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/stun/v4"
+	"github.com/pion/transport/v5/packetio"
 )
 
-// dtlsTransport is DTLS-SRTP with ICE (Meta's default key exchange) on
-// pion/webrtc: ICE as the full, controlling agent (Meta is ICE-lite), DTLS
-// as the client (a=setup:active, ECDSA), SRTP keyed from DTLS. pion only
-// carries RTP: our own Opus, jitter buffer and pacing are the same as with
-// SDES.
+// dtlsTransport is DTLS-SRTP with ICE (Meta's default key exchange), built
+// from pion's parts: a pion/ice agent, a pion/dtls handshake over the
+// selected pair and pion/srtp contexts keyed from it. After the handshake
+// it is the SDES transport again: one socket, our SRTP contexts, our
+// receiver. (pion/webrtc's PeerConnection did this before, and brought
+// SCTP, data channels, interceptors and their goroutines into every
+// call, and 1 MB into the binary, for a phone that carries one audio
+// stream.)
 type dtlsTransport struct {
-	pc      *webrtc.PeerConnection
-	track   *rawTrack
-	ourSSRC uint32 // our stream's SSRC on the wire (pion's sender picks it)
+	agent   *ice.Agent
+	cert    tls.Certificate
+	fp      string // our certificate's fingerprint, "sha-256 AB:…"
+	ufrag   string
+	pwd     string
+	cands   []ice.Candidate // gathered, for our SDP
+	ourSSRC uint32
 	log     *slog.Logger
 	rx      *receiver
 
-	connected chan struct{}
-	connOnce  sync.Once
-	failed    chan error
-	failOnce  sync.Once
-	lastRTCP  atomic.Uint64 // the last report taken, see readRTCP
+	// Set by negotiation before start (under the session's mu).
+	peer dtlsPeer
 
-	mu     sync.Mutex // orders pion's OnTrack callbacks against close
+	path      atomic.Pointer[dtlsPath] // set once DTLS completes
+	out       srtpOut                  // the send goroutine only
+	connected chan struct{}
+
+	failOnce sync.Once
+	failed   chan struct{} // closed when ICE fails after connecting
+	failErr  error
+
+	mu     sync.Mutex // orders spawn and close
 	closed bool
+	cancel context.CancelFunc
+	dconn  *dtls.Conn
 	wg     sync.WaitGroup
+}
+
+// dtlsPeer is what the peer's SDP says about ICE and DTLS.
+type dtlsPeer struct {
+	ufrag, pwd   string
+	fingerprints []string // "sha-256 AB:…", as written
+	controlling  bool     // our ICE role
+	dtlsClient   bool     // our DTLS role: client (a=setup:active)
+}
+
+// dtlsPath is the connected path: the selected ICE pair and our send key.
+type dtlsPath struct {
+	conn *ice.Conn
+	out  *srtp.Context
 }
 
 const dtlsTimeout = 10 * time.Second // ICE + DTLS must complete this soon after Start
 
-func newRTCAPI(cfg Config, opusPT uint8, opusFmtp string, dtmfPT int) (*webrtc.API, error) {
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: opusFmtp},
-		PayloadType:        webrtc.PayloadType(opusPT),
-	}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, fmt.Errorf("media: register opus: %w", err)
-	}
-	if dtmfPT >= 0 { // unregistered, pion's ReadRTP would fail on DTMF packets
-		if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"},
-			PayloadType:        webrtc.PayloadType(dtmfPT),
-		}, webrtc.RTPCodecTypeAudio); err != nil {
-			return nil, fmt.Errorf("media: register telephone-event: %w", err)
-		}
-	}
-	se, err := settingEngine(cfg)
-	if err != nil {
-		return nil, err
-	}
-	// An empty interceptor registry: without one pion adds its defaults,
-	// which send their own RTCP sender/receiver reports next to ours (two
-	// SRs for one SSRC with different counts), NACK lost audio that Opus
-	// FEC/PLC covers anyway, and allocate on every packet.
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se),
-		webrtc.WithInterceptorRegistry(&interceptor.Registry{})), nil
+const gatherTimeout = 2 * time.Second // no trickle over SIP: gather before answering
+
+// srtpProfiles are pion/webrtc's defaults, in its order of preference.
+var srtpProfiles = []dtls.SRTPProtectionProfile{
+	dtls.SRTP_AEAD_AES_256_GCM, dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80,
 }
 
-// settingEngine turns Config into pion's ICE and DTLS settings.
-func settingEngine(cfg Config) (webrtc.SettingEngine, error) {
-	var se webrtc.SettingEngine
-	// pion answers an ICE-lite peer with a=setup:passive unless told: Meta
-	// needs us to be the DTLS client. Toward a full-ICE actpass peer the
-	// answerer shows pion an offer that says active, and we are the server
-	// (answerSetup in negotiate_dtls.go).
-	se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+// iceOptions turns Config into the ICE agent's options.
+func iceOptions(cfg Config) ([]ice.AgentOption, error) {
+	opts := []ice.AgentOption{
+		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}),
+		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
+	}
 	if cfg.BindIP != nil && !cfg.BindIP.IsUnspecified() {
 		bind := cfg.BindIP
-		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(bind) })
+		opts = append(opts, ice.WithIPFilter(func(ip net.IP) bool { return ip.Equal(bind) }))
 		if bind.IsLoopback() {
-			se.SetIncludeLoopbackCandidate(true)
+			opts = append(opts, ice.WithIncludeLoopback())
 		}
 	}
 	lo, hi, err := cfg.portRange()
 	if err != nil {
-		return se, err
+		return nil, err
 	}
 	if lo > 0 { // ICE binds its host candidates here: the only sockets of a DTLS call
-		if err := se.SetEphemeralUDPPortRange(uint16(lo), uint16(hi)); err != nil {
-			return se, fmt.Errorf("media: rtp_ports: %w", err)
+		opts = append(opts, ice.WithPortRange(uint16(lo), uint16(hi)))
+	}
+	if cfg.STUN != "" {
+		u, err := stun.ParseURI("stun:" + cfg.STUN)
+		if err != nil {
+			return nil, fmt.Errorf("media: stun server %q: %w", cfg.STUN, err)
 		}
+		opts = append(opts, ice.WithUrls([]*stun.URI{u}))
 	}
 	if cfg.AdvertiseIP != nil && (cfg.BindIP == nil || !cfg.AdvertiseIP.Equal(cfg.BindIP)) {
 		// 1:1 NAT (a port-forwarded kiosk): advertise the public address.
-		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
-			External: []string{cfg.AdvertiseIP.String()}, AsCandidateType: webrtc.ICECandidateTypeHost,
-		}); err != nil {
-			return se, fmt.Errorf("media: public_address: %w", err)
-		}
+		opts = append(opts, ice.WithAddressRewriteRules(ice.AddressRewriteRule{
+			External: []string{cfg.AdvertiseIP.String()}, AsCandidateType: ice.CandidateTypeHost,
+		}))
 	}
-	return se, nil
+	return opts, nil
 }
 
-// newDTLSTransport makes the PeerConnection, our send track and the hooks
-// that hand the peer's packets to rx.
-func newDTLSTransport(cfg Config, rx *receiver, log *slog.Logger, opusPT uint8, opusFmtp string, dtmfPT int) (*dtlsTransport, error) {
-	api, err := newRTCAPI(cfg, opusPT, opusFmtp, dtmfPT)
+// newDTLSTransport makes the ICE agent and our DTLS certificate, and
+// gathers our candidates (bounded: SIP has no trickle, they go in the SDP).
+func newDTLSTransport(cfg Config, rx *receiver, log *slog.Logger) (*dtlsTransport, error) {
+	opts, err := iceOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
-	var servers []webrtc.ICEServer
-	if cfg.STUN != "" {
-		servers = []webrtc.ICEServer{{URLs: []string{"stun:" + cfg.STUN}}}
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: servers})
+	cert, err := selfsign.GenerateSelfSigned() // ECDSA P-256, as browsers use
 	if err != nil {
-		return nil, fmt.Errorf("media: peer connection: %w", err)
+		return nil, fmt.Errorf("media: dtls certificate: %w", err)
 	}
-	track := &rawTrack{}
-	sender, err := pc.AddTrack(track)
+	x, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		_ = pc.Close()
-		return nil, fmt.Errorf("media: audio track: %w", err)
+		return nil, fmt.Errorf("media: dtls certificate: %w", err)
 	}
-	t := &dtlsTransport{pc: pc, track: track, log: log, rx: rx, connected: make(chan struct{}), failed: make(chan error, 1)}
-	if enc := sender.GetParameters().Encodings; len(enc) > 0 {
-		t.ourSSRC = uint32(enc[0].SSRC)
+	fp, err := fingerprint.Fingerprint(x, crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("media: dtls fingerprint: %w", err)
 	}
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		log.Debug("ice/dtls state", "state", st.String())
-		switch st {
-		case webrtc.PeerConnectionStateConnected:
-			t.connOnce.Do(func() { close(t.connected) })
-		case webrtc.PeerConnectionStateFailed:
-			t.fail(errors.New("ICE/DTLS failed: no path to the peer, or a bad fingerprint"))
-		}
-	})
-	pc.OnTrack(func(tr *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
-		t.spawn(func() { t.readTrack(tr) })
-		t.spawn(func() { t.readRTCP(r.ReadRTCP) }) // the peer's sender reports
-	})
-	t.spawn(func() { t.readRTCP(sender.ReadRTCP) }) // the peer's reports about our stream
+	agent, err := ice.NewAgentWithOptions(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("media: ice agent: %w", err)
+	}
+	t := &dtlsTransport{agent: agent, cert: cert, fp: "sha-256 " + strings.ToUpper(fp), log: log, rx: rx,
+		ourSSRC: mrand.Uint32() | 1, connected: make(chan struct{}), failed: make(chan struct{})}
+	if t.ufrag, t.pwd, err = agent.GetLocalUserCredentials(); err != nil {
+		_ = agent.Close()
+		return nil, fmt.Errorf("media: ice credentials: %w", err)
+	}
+	if err := t.gather(); err != nil {
+		_ = agent.Close()
+		return nil, err
+	}
 	return t, nil
 }
 
-func (t *dtlsTransport) fail(err error) {
-	t.failOnce.Do(func() { t.failed <- err; close(t.failed) })
+// gather collects our candidates, waiting at most gatherTimeout (a STUN
+// server that never answers costs only its own srflx candidate).
+func (t *dtlsTransport) gather() error {
+	done := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	if err := t.agent.OnCandidate(func(c ice.Candidate) {
+		if c == nil {
+			once.Do(func() { close(done) })
+			return
+		}
+		mu.Lock()
+		t.cands = append(t.cands, c)
+		mu.Unlock()
+	}); err != nil {
+		return fmt.Errorf("media: ice: %w", err)
+	}
+	if err := t.agent.OnConnectionStateChange(func(st ice.ConnectionState) {
+		t.log.Debug("ice state", "state", st.String())
+		if st == ice.ConnectionStateFailed {
+			t.fail(errors.New("ICE/DTLS failed: the path to the peer is lost (no ICE consent)"))
+		}
+	}); err != nil {
+		return fmt.Errorf("media: ice: %w", err)
+	}
+	if err := t.agent.GatherCandidates(); err != nil {
+		return fmt.Errorf("media: ice gathering: %w", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(gatherTimeout):
+		t.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(t.cands) == 0 {
+		return errors.New("media: no ICE candidate gathered (no usable address)")
+	}
+	t.cands = append([]ice.Candidate(nil), t.cands...) // later ones (late srflx) are not in our SDP
+	return nil
 }
 
-// spawn runs f on a goroutine that close waits for, unless close began:
-// pion may still fire OnTrack while the peer connection shuts down.
-func (t *dtlsTransport) spawn(f func()) {
+// localCandidates is a copy of what gather found.
+func (t *dtlsTransport) localCandidates() []ice.Candidate {
+	return append([]ice.Candidate(nil), t.cands...)
+}
+
+func (t *dtlsTransport) fail(err error) {
+	t.failOnce.Do(func() { t.failErr = err; close(t.failed) })
+}
+
+// spawn runs f on a goroutine that close waits for, unless close began.
+func (t *dtlsTransport) spawn(f func()) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return
+		return false
 	}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		f()
 	}()
+	return true
 }
 
-// start watches ICE/DTLS: the first packet goes out the moment DTLS
-// completes, and a path that fails or never completes ends the session.
-func (t *dtlsTransport) start(ctx context.Context, fail func(error)) error {
-	t.spawn(func() { t.watch(ctx, fail) })
-	return nil
-}
-
-func (t *dtlsTransport) watch(ctx context.Context, fail func(error)) {
-	timer := time.NewTimer(dtlsTimeout)
-	defer timer.Stop()
-	connected := t.connected
-	for {
-		select {
-		case <-connected:
-			connected = nil
-			timer.Stop()
-			t.log.Info("DTLS-SRTP connected")
-		case err, ok := <-t.failed:
-			if ok {
-				fail(err)
-			}
-			return
-		case <-timer.C:
-			fail(errors.New("ICE/DTLS did not complete within 10 s"))
-			return
-		case <-ctx.Done():
-			return
+// addRemoteCandidates gives the agent the peer's candidates (component 1,
+// UDP; with no a=candidate at all, its c=/m= address as a host one).
+func (t *dtlsTransport) addRemoteCandidates(lines []string, fallback netip.AddrPort) {
+	n := 0
+	for _, l := range lines {
+		c, err := ice.UnmarshalCandidate(l)
+		if err != nil {
+			t.log.Debug("peer's ICE candidate ignored", "candidate", truncate(l, 80), "err", err)
+			continue
+		}
+		if c.Component() != 1 || c.NetworkType().IsTCP() {
+			continue // rtcp-mux or not, RTCP goes over component 1; no ICE-TCP
+		}
+		if err := t.agent.AddRemoteCandidate(c); err != nil {
+			t.log.Debug("peer's ICE candidate refused", "candidate", truncate(l, 80), "err", err)
+			continue
+		}
+		n++
+	}
+	if n == 0 && fallback.IsValid() && fallback.Port() != 0 {
+		c, err := ice.NewCandidateHost(&ice.CandidateHostConfig{
+			Network: "udp", Address: fallback.Addr().String(), Port: int(fallback.Port()), Component: 1,
+		})
+		if err == nil {
+			_ = t.agent.AddRemoteCandidate(c)
 		}
 	}
 }
 
-func (t *dtlsTransport) ssrc() uint32 { return t.ourSSRC }
+// start connects ICE and DTLS in the background: the first packet goes out
+// the moment DTLS completes, and a path that fails or never completes ends
+// the session through fail.
+func (t *dtlsTransport) start(ctx context.Context, fail func(error)) error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return errors.New("media: transport closed")
+	}
+	ctx, t.cancel = context.WithCancel(ctx)
+	t.mu.Unlock()
+	t.spawn(func() { t.run(ctx, fail) })
+	return nil
+}
 
-func (t *dtlsTransport) isConnected() bool {
+func (t *dtlsTransport) run(ctx context.Context, fail func(error)) {
+	cctx, cancel := context.WithTimeout(ctx, dtlsTimeout)
+	go func() { // a failed ICE agent ends the wait at once; ends with cctx
+		select {
+		case <-t.failed:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	err := t.connect(cctx)
+	timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err != nil {
+		switch {
+		case ctx.Err() != nil: // the session ended first
+		case timedOut:
+			fail(errors.New("ICE/DTLS did not complete within 10 s"))
+		case isClosed(t.failed) && t.failErr != nil:
+			fail(t.failErr)
+		default:
+			fail(fmt.Errorf("ICE/DTLS failed: %w", err))
+		}
+		return
+	}
+	t.log.Info("DTLS-SRTP connected", "remote", t.remoteAddr())
 	select {
-	case <-t.connected:
+	case <-t.failed:
+		fail(t.failErr)
+	case <-ctx.Done():
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
 		return true
 	default:
 		return false
 	}
 }
 
-// writeRTP hands one plain RTP packet to pion, which protects it.
+// connect runs ICE (our role from negotiation) and the DTLS handshake over
+// the selected pair, checks the peer's fingerprint and keys SRTP.
+func (t *dtlsTransport) connect(ctx context.Context) error {
+	p := t.peer
+	var conn *ice.Conn
+	var err error
+	if p.controlling {
+		conn, err = t.agent.Dial(ctx, p.ufrag, p.pwd)
+	} else {
+		conn, err = t.agent.Accept(ctx, p.ufrag, p.pwd)
+	}
+	if err != nil {
+		return fmt.Errorf("ICE: %w", err)
+	}
+	ep := &dtlsEndpoint{conn: conn, buf: packetio.NewBuffer()}
+	ep.buf.SetLimitSize(256 << 10) // a handshake is a few kB
+	st := t.rx.newStream()
+	if st == nil {
+		return errors.New("no remote description")
+	}
+	if !t.spawn(func() { t.demux(conn, ep, st) }) {
+		return errors.New("transport closed")
+	}
+	shared := []dtls.Option{
+		dtls.WithCertificates(t.cert),
+		dtls.WithSRTPProtectionProfiles(srtpProfiles...),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+		// Self-signed on both sides: the SDP's fingerprint is the trust.
+		dtls.WithInsecureSkipVerify(true),
+		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return verifyFingerprint(raw, p.fingerprints)
+		}),
+	}
+	var dc *dtls.Conn
+	if p.dtlsClient {
+		opts := make([]dtls.ClientOption, 0, len(shared))
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		dc, err = dtls.ClientWithOptions(ep, conn.RemoteAddr(), opts...)
+	} else {
+		opts := make([]dtls.ServerOption, 0, len(shared)+1)
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		// Any client certificate: its fingerprint is what we check.
+		opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+		dc, err = dtls.ServerWithOptions(ep, conn.RemoteAddr(), opts...)
+	}
+	if err != nil {
+		return fmt.Errorf("DTLS: %w", err)
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		_ = dc.Close()
+		return errors.New("transport closed")
+	}
+	t.dconn = dc
+	t.mu.Unlock()
+	if err := dc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("DTLS handshake: %w", err)
+	}
+	in, out, err := srtpFromDTLS(dc, p.dtlsClient)
+	if err != nil {
+		return err
+	}
+	ep.in.Store(in)
+	t.path.Store(&dtlsPath{conn: conn, out: out})
+	close(t.connected)
+	// DTLS may still speak (a retransmitted flight, close_notify): read it.
+	t.spawn(func() {
+		var b [1500]byte
+		for {
+			if _, err := dc.Read(b[:]); err != nil {
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// verifyFingerprint: the peer's certificate is the one its SDP names
+// (RFC 8122 §5), by any of the hashes it wrote.
+func verifyFingerprint(raw [][]byte, want []string) error {
+	if len(raw) == 0 {
+		return errors.New("the peer sent no certificate")
+	}
+	cert, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return fmt.Errorf("the peer's certificate: %w", err)
+	}
+	for _, w := range want {
+		algo, digest, ok := strings.Cut(strings.TrimSpace(w), " ")
+		if !ok {
+			continue
+		}
+		h, err := fingerprint.HashFromString(strings.ToLower(algo))
+		if err != nil {
+			continue
+		}
+		got, err := fingerprint.Fingerprint(cert, h)
+		if err == nil && strings.EqualFold(got, strings.TrimSpace(digest)) {
+			return nil
+		}
+	}
+	return errors.New("the peer's certificate does not match the fingerprint in its SDP")
+}
+
+// srtpFromDTLS makes our two SRTP contexts from the handshake (RFC 5764 §4.2).
+func srtpFromDTLS(dc *dtls.Conn, isClient bool) (in, out *srtp.Context, err error) {
+	dp, ok := dc.SelectedSRTPProtectionProfile()
+	if !ok {
+		return nil, nil, errors.New("DTLS: no SRTP protection profile agreed (use_srtp)")
+	}
+	var profile srtp.ProtectionProfile
+	switch dp {
+	case dtls.SRTP_AEAD_AES_256_GCM:
+		profile = srtp.ProtectionProfileAeadAes256Gcm
+	case dtls.SRTP_AEAD_AES_128_GCM:
+		profile = srtp.ProtectionProfileAeadAes128Gcm
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
+		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
+	default:
+		return nil, nil, fmt.Errorf("DTLS: SRTP profile %#x not supported", uint16(dp))
+	}
+	state, ok := dc.ConnectionState()
+	if !ok {
+		return nil, nil, errors.New("DTLS: no connection state")
+	}
+	sc := srtp.Config{Profile: profile}
+	if err := sc.ExtractSessionKeysFromDTLS(&state, isClient); err != nil {
+		return nil, nil, fmt.Errorf("DTLS: SRTP keys: %w", err)
+	}
+	k := sc.Keys
+	if out, err = srtp.CreateContext(k.LocalMasterKey, k.LocalMasterSalt, profile); err != nil {
+		return nil, nil, fmt.Errorf("media: srtp context: %w", err)
+	}
+	// Replay protection, as with SDES: a replayed packet can neither replay
+	// audio nor reset the jitter buffer.
+	in, err = srtp.CreateContext(k.RemoteMasterKey, k.RemoteMasterSalt, profile,
+		srtp.SRTPReplayProtection(256), srtp.SRTCPReplayProtection(256))
+	if err != nil {
+		return nil, nil, fmt.Errorf("media: srtp context: %w", err)
+	}
+	return in, out, nil
+}
+
+// demux reads the selected pair until the agent closes and sorts each
+// datagram by its first byte (RFC 7983 §7): DTLS to the handshake, SRTP
+// and SRTCP, once keyed, to the receiver; STUN never gets here (the agent
+// answers it).
+func (t *dtlsTransport) demux(conn *ice.Conn, ep *dtlsEndpoint, st *rtpStream) {
+	defer ep.buf.Close()
+	in := &srtpIn{}
+	from := netip.AddrPort{}
+	var buf [8192]byte
+	for {
+		n, err := conn.Read(buf[:])
+		if err != nil {
+			return
+		}
+		if n == 0 {
+			continue
+		}
+		pkt := buf[:n]
+		switch b := pkt[0]; {
+		case b >= 20 && b <= 63:
+			_, _ = ep.buf.Write(pkt, nil) // full only if flooded: dropped, DTLS retransmits
+		case b >= 128 && b <= 191:
+			if in.ctx == nil {
+				if in.ctx = ep.in.Load(); in.ctx == nil {
+					continue // before our handshake completed: nothing to check it with
+				}
+			}
+			unprotectPacket(t.rx, in, st, pkt, from)
+		default:
+			t.rx.malformedPacket(from, n)
+		}
+	}
+}
+
+func (t *dtlsTransport) ssrc() uint32 { return t.ourSSRC }
+
+// writeRTP protects one plain RTP packet and sends it on the selected pair.
 func (t *dtlsTransport) writeRTP(pkt []byte) error {
-	if !t.isConnected() {
+	p := t.path.Load()
+	if p == nil {
 		return errNoPath
 	}
-	return t.track.write(pkt)
+	t.out.ctx = p.out
+	b, err := t.out.protect(pkt)
+	if err != nil {
+		return err
+	}
+	_, err = p.conn.Write(b)
+	return err
 }
 
-func (t *dtlsTransport) writeRTCP(p rtcp.Packet) error {
-	if !t.isConnected() {
+func (t *dtlsTransport) writeRTCP(r rtcp.Packet) error {
+	p := t.path.Load()
+	if p == nil {
 		return errNoPath
 	}
-	return t.pc.WriteRTCP([]rtcp.Packet{p})
+	raw, err := r.Marshal()
+	if err != nil {
+		return fmt.Errorf("rtcp marshal: %w", err)
+	}
+	b, err := p.out.EncryptRTCP(nil, raw, nil)
+	if err != nil {
+		return fmt.Errorf("srtcp protect: %w", err)
+	}
+	_, err = p.conn.Write(b)
+	return err
 }
 
-// remoteAddr: pion owns the path (ICE may even change it).
-func (t *dtlsTransport) remoteAddr() string { return "" }
+// remoteAddr is the selected pair's remote address once connected.
+func (t *dtlsTransport) remoteAddr() string {
+	if p := t.path.Load(); p != nil {
+		if a := p.conn.RemoteAddr(); a != nil {
+			return a.String()
+		}
+	}
+	return ""
+}
 
 func (t *dtlsTransport) close() {
 	t.mu.Lock()
 	t.closed = true
+	cancel, dc := t.cancel, t.dconn
 	t.mu.Unlock()
-	_ = t.pc.Close() // ends the track and RTCP readers, ICE and DTLS
+	if cancel != nil {
+		cancel()
+	}
+	if dc != nil {
+		_ = dc.Close() // close_notify to the peer
+	}
+	_ = t.agent.Close() // closes the pair: demux and the DTLS reader end
 	t.wg.Wait()
 }
 
-// readTrack feeds the remote track's RTP to the receiver.
-func (t *dtlsTransport) readTrack(tr *webrtc.TrackRemote) {
-	st := t.rx.newStream()
-	if st == nil {
-		return // no remote description: SetAnswer failed
-	}
-	// Accept the payload type pion bound the track to as well (the PT of
-	// its first packet, so only when that one was Opus).
-	if strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeOpus) {
-		st.pts.opus[1] = uint8(tr.PayloadType())
-	}
-	buf := make([]byte, 1500)
-	var pkt rtp.Packet
-	for {
-		n, _, err := tr.Read(buf)
-		if err != nil {
-			return
-		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
-			t.rx.malformedPacket(netip.AddrPort{}, n)
-			continue
-		}
-		t.rx.rtp(st, &pkt.Header, pkt.Payload, netip.AddrPort{})
-	}
+// dtlsEndpoint is the net.PacketConn pion/dtls reads and writes: its
+// datagrams come from demux and go out on the selected pair.
+type dtlsEndpoint struct {
+	conn *ice.Conn
+	buf  *packetio.Buffer
+	in   atomic.Pointer[srtp.Context] // the peer's key, once DTLS completes
 }
 
-// readRTCP feeds pion's RTCP to the receiver until the peer connection closes.
-func (t *dtlsTransport) readRTCP(read func() ([]rtcp.Packet, interceptor.Attributes, error)) {
-	for {
-		pkts, _, err := read()
-		if err != nil {
-			return
-		}
-		// pion hands a sender report that carries a block about our stream
-		// to both readers (the peer's SSRC and ours): take it once.
-		if k := rtcpKey(pkts); k != 0 && t.lastRTCP.Swap(k) == k {
-			continue
-		}
-		t.rx.rtcp(pkts, netip.AddrPort{})
-	}
+func (e *dtlsEndpoint) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, _, err := e.buf.Read(p, nil)
+	return n, e.conn.RemoteAddr(), err
 }
 
-// rtcpKey identifies a compound RTCP packet well enough to spot the same
-// one twice: a sender report's NTP time, or a receiver report's first block.
-func rtcpKey(pkts []rtcp.Packet) uint64 {
-	for _, p := range pkts {
-		switch r := p.(type) {
-		case *rtcp.SenderReport:
-			return r.NTPTime
-		case *rtcp.ReceiverReport:
-			if len(r.Reports) > 0 {
-				b := r.Reports[0]
-				return uint64(b.LastSenderReport)<<32 | uint64(b.LastSequenceNumber) | 1
-			}
-		}
-	}
-	return 0
-}
-
-// rawTrack sends our own RTP through pion unchanged but for the SSRC.
-// pion's TrackLocalStaticRTP rewrites every payload type to the bound
-// codec's, which would turn RFC 4733 telephone-events into broken Opus.
-type rawTrack struct {
-	mu   sync.Mutex
-	w    webrtc.TrackLocalWriter
-	ssrc uint32
-	hdr  rtp.Header // reused by write
-}
-
-func (t *rawTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
-	for _, c := range ctx.CodecParameters() {
-		if strings.EqualFold(c.MimeType, webrtc.MimeTypeOpus) {
-			t.mu.Lock()
-			t.w, t.ssrc = ctx.WriteStream(), uint32(ctx.SSRC())
-			t.mu.Unlock()
-			return c, nil
-		}
-	}
-	return webrtc.RTPCodecParameters{}, errors.New("media: no opus in the negotiated codecs")
-}
-
-func (t *rawTrack) Unbind(webrtc.TrackLocalContext) error {
-	t.mu.Lock()
-	t.w = nil
-	t.mu.Unlock()
-	return nil
-}
-
-func (t *rawTrack) ID() string                { return "audio" }
-func (t *rawTrack) RID() string               { return "" }
-func (t *rawTrack) StreamID() string          { return "waphone" }
-func (t *rawTrack) Kind() webrtc.RTPCodecType { return webrtc.RTPCodecTypeAudio }
-
-// write sends one RTP packet (the send goroutine only). It parses the
-// header into a reused rtp.Header and calls WriteRTP: pion's Write(b)
-// allocates a packet per call.
-func (t *rawTrack) write(pkt []byte) error {
-	t.mu.Lock()
-	w, ssrc := t.w, t.ssrc
-	t.mu.Unlock()
-	if w == nil || len(pkt) < 12 {
-		return errNoPath
-	}
-	binary.BigEndian.PutUint32(pkt[8:12], ssrc) // the SSRC announced in our SDP
-	n, err := t.hdr.Unmarshal(pkt)
-	if err != nil {
-		return fmt.Errorf("media: our own RTP header: %w", err)
-	}
-	_, err = w.WriteRTP(&t.hdr, pkt[n:])
-	return err
-}
+func (e *dtlsEndpoint) WriteTo(p []byte, _ net.Addr) (int, error) { return e.conn.Write(p) }
+func (e *dtlsEndpoint) Close() error                              { return e.buf.Close() }
+func (e *dtlsEndpoint) LocalAddr() net.Addr                       { return e.conn.LocalAddr() }
+func (e *dtlsEndpoint) SetDeadline(t time.Time) error             { return e.buf.SetReadDeadline(t) }
+func (e *dtlsEndpoint) SetReadDeadline(t time.Time) error         { return e.buf.SetReadDeadline(t) }
+func (e *dtlsEndpoint) SetWriteDeadline(time.Time) error          { return nil }

@@ -229,30 +229,38 @@ func (t *sdesTransport) readLoop(in *srtpIn, st *rtpStream) {
 	}
 }
 
-// handle takes one datagram: SRTCP or SRTP, anything else dropped.
+// handle takes one datagram and latches onto its source if it was ours.
 func (t *sdesTransport) handle(in *srtpIn, st *rtpStream, pkt []byte, from netip.AddrPort) {
+	if unprotectPacket(t.rx, in, st, pkt, from) {
+		t.latch(from)
+	}
+}
+
+// unprotectPacket takes one datagram for the receiver, SRTCP or SRTP
+// (both transports), and says whether it authenticated; anything else is
+// dropped and counted.
+func unprotectPacket(rx *receiver, in *srtpIn, st *rtpStream, pkt []byte, from netip.AddrPort) bool {
 	if len(pkt) < 12 || pkt[0]>>6 != 2 {
-		t.rx.malformedPacket(from, len(pkt))
-		return
+		rx.malformedPacket(from, len(pkt))
+		return false
 	}
 	if pt := pkt[1]; pt >= 192 && pt <= 223 { // RTCP on the muxed port (RFC 5761 §4)
 		dec, err := in.ctx.DecryptRTCP(in.rtcpBuf[:0], pkt, nil)
 		if err != nil {
-			t.rx.unprotectFailed(err, from, true)
-			return
+			rx.unprotectFailed(err, from, true)
+			return false
 		}
 		pkts, _ := rtcp.Unmarshal(dec) // authenticated but unparsable: still a sign of life
-		t.rx.rtcp(pkts, from)
-		t.latch(from)
-		return
+		rx.rtcp(pkts, from)
+		return true
 	}
 	payload, err := in.unprotect(pkt)
 	if err != nil {
-		t.rx.unprotectFailed(err, from, false)
-		return
+		rx.unprotectFailed(err, from, false)
+		return false
 	}
-	t.rx.rtp(st, &in.hdr, payload, from)
-	t.latch(from)
+	rx.rtp(st, &in.hdr, payload, from)
+	return true
 }
 
 // latch points our RTP at the source of an authenticated packet.
