@@ -279,17 +279,7 @@ func buildDTLSSDP(t *dtlsTransport, d dtlsDesc, want6 bool, offer *sdp.SessionDe
 	if !d.rtcpMux {
 		add("rtcp", fmt.Sprintf("%d IN %s %s", port, af, ip))
 	}
-	if offer == nil {
-		sd.MediaDescriptions = []*sdp.MediaDescription{am}
-	} else {
-		for i, o := range offer.MediaDescriptions {
-			if i == idx {
-				sd.MediaDescriptions = append(sd.MediaDescriptions, am)
-				continue
-			}
-			sd.MediaDescriptions = append(sd.MediaDescriptions, rejectedSection(o))
-		}
-	}
+	sd.MediaDescriptions = sections(am, offer, idx)
 	b, err := sd.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("media: marshal sdp: %w", err)

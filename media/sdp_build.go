@@ -79,26 +79,34 @@ func buildSDP(ld localDesc, offer *sdp.SessionDescription, audioIdx int) ([]byte
 	add("maxptime", "20")
 	am.Attributes = append(am.Attributes, sdp.NewPropertyAttribute(ld.direction))
 
-	if offer == nil {
-		sd.MediaDescriptions = []*sdp.MediaDescription{am}
-	} else {
-		if ld.mid != "" && bundleHas(offer, ld.mid) {
-			// RFC 8843 §7.3: a group only if offered, with only the sections we accept.
-			sd.Attributes = append(sd.Attributes, sdp.NewAttribute("group", "BUNDLE "+ld.mid))
-		}
-		for i, om := range offer.MediaDescriptions {
-			if i == audioIdx {
-				sd.MediaDescriptions = append(sd.MediaDescriptions, am)
-				continue
-			}
-			sd.MediaDescriptions = append(sd.MediaDescriptions, rejectedSection(om))
-		}
+	if offer != nil && ld.mid != "" && bundleHas(offer, ld.mid) {
+		// RFC 8843 §7.3: a group only if offered, with only the sections we accept.
+		sd.Attributes = append(sd.Attributes, sdp.NewAttribute("group", "BUNDLE "+ld.mid))
 	}
+	sd.MediaDescriptions = sections(am, offer, audioIdx)
 	b, err := sd.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("media: marshal sdp: %w", err)
 	}
 	return b, nil
+}
+
+// sections are our m= lines: am alone in an offer (offer nil); in an
+// answer one per offered line, in order, am at idx and the others
+// rejected (RFC 3264 §6).
+func sections(am *sdp.MediaDescription, offer *sdp.SessionDescription, idx int) []*sdp.MediaDescription {
+	if offer == nil {
+		return []*sdp.MediaDescription{am}
+	}
+	out := make([]*sdp.MediaDescription, 0, len(offer.MediaDescriptions))
+	for i, o := range offer.MediaDescriptions {
+		if i == idx {
+			out = append(out, am)
+			continue
+		}
+		out = append(out, rejectedSection(o))
+	}
+	return out
 }
 
 // rejectedSection answers an offered m= line we do not take: port 0, the

@@ -513,13 +513,9 @@ func (t *dtlsTransport) writeRTCP(r rtcp.Packet) error {
 	if p == nil {
 		return errNoPath
 	}
-	raw, err := r.Marshal()
+	b, err := sealRTCP(p.out, r)
 	if err != nil {
-		return fmt.Errorf("rtcp marshal: %w", err)
-	}
-	b, err := p.out.EncryptRTCP(nil, raw, nil)
-	if err != nil {
-		return fmt.Errorf("srtcp protect: %w", err)
+		return err
 	}
 	_, err = p.conn.Write(b)
 	return err

@@ -131,13 +131,9 @@ func (t *sdesTransport) writeRTCP(p rtcp.Packet) error {
 	if dst == nil {
 		return errNoPath
 	}
-	raw, err := p.Marshal()
+	out, err := sealRTCP(t.out.ctx, p)
 	if err != nil {
-		return fmt.Errorf("rtcp marshal: %w", err)
-	}
-	out, err := t.out.ctx.EncryptRTCP(nil, raw, nil)
-	if err != nil {
-		return fmt.Errorf("srtcp protect: %w", err)
+		return err
 	}
 	_, err = t.conn.WriteToUDPAddrPort(out, *dst)
 	return err
@@ -176,6 +172,19 @@ func (o *srtpOut) protect(pkt []byte) ([]byte, error) {
 	out, err := o.ctx.EncryptRTP(o.buf[:0], pkt, &o.hdr)
 	if err != nil {
 		return nil, fmt.Errorf("srtp protect: %w", err)
+	}
+	return out, nil
+}
+
+// sealRTCP marshals and protects one report (the send goroutine only).
+func sealRTCP(ctx *srtp.Context, p rtcp.Packet) ([]byte, error) {
+	raw, err := p.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("rtcp marshal: %w", err)
+	}
+	out, err := ctx.EncryptRTCP(nil, raw, nil)
+	if err != nil {
+		return nil, fmt.Errorf("srtcp protect: %w", err)
 	}
 	return out, nil
 }
