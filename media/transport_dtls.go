@@ -162,16 +162,20 @@ func newDTLSTransport(cfg Config, rx *receiver, log *slog.Logger) (*dtlsTranspor
 // server that never answers costs only its own srflx candidate).
 func (t *dtlsTransport) gather() error {
 	done := make(chan struct{})
-	var once sync.Once
 	var mu sync.Mutex
+	var found []ice.Candidate
+	finished := false // later candidates (a late srflx) are not in our SDP
 	if err := t.agent.OnCandidate(func(c ice.Candidate) {
-		if c == nil {
-			once.Do(func() { close(done) })
-			return
-		}
 		mu.Lock()
-		t.cands = append(t.cands, c)
-		mu.Unlock()
+		defer mu.Unlock()
+		switch {
+		case finished:
+		case c == nil:
+			finished = true
+			close(done)
+		default:
+			found = append(found, c)
+		}
 	}); err != nil {
 		return fmt.Errorf("media: ice: %w", err)
 	}
@@ -193,10 +197,11 @@ func (t *dtlsTransport) gather() error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(t.cands) == 0 {
+	finished = true
+	if len(found) == 0 {
 		return errors.New("media: no ICE candidate gathered (no usable address)")
 	}
-	t.cands = append([]ice.Candidate(nil), t.cands...) // later ones (late srflx) are not in our SDP
+	t.cands = found
 	return nil
 }
 
